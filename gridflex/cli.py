@@ -1,0 +1,171 @@
+"""The ``gridflex`` operator command: the local stack, topics, providers, services, the clock."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from datetime import datetime, timezone
+
+import click
+
+from gridflex import stack as local_stack
+from gridflex.settings import ServiceSettings
+from gridflex.topics import CLOCK, InvalidProviderId, TopicCatalogue, create_topics
+
+SERVICES = ("telemetry",)
+
+
+def _settings() -> ServiceSettings:
+    return ServiceSettings()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Operate gridflex: demand-response programs on Kafka."""
+
+
+# -- local stack ---------------------------------------------------------------------------------
+
+
+@main.group()
+def stack() -> None:
+    """The local Kafka and PostgreSQL (no Docker), on 127.0.0.1."""
+
+
+@stack.command("up")
+def stack_up() -> None:
+    """Install what is missing, start Kafka and PostgreSQL, create the catalogue's topics."""
+    local_stack.up()
+    created = asyncio.run(_create_catalogue_topics(_settings()))
+    click.echo(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ", all present"))
+
+
+@stack.command("down")
+def stack_down() -> None:
+    """Stop exactly what `stack up` started."""
+    local_stack.down()
+
+
+@stack.command("status")
+def stack_status() -> None:
+    """What runs, where, which versions."""
+    local_stack.print_status(local_stack.status())
+
+
+# -- topics and providers ------------------------------------------------------------------------
+
+
+@main.group()
+def topics() -> None:
+    """The topic catalogue (schemas/topics.yaml)."""
+
+
+@topics.command("create")
+def topics_create() -> None:
+    """Create every catalogue topic that does not exist yet (idempotent)."""
+    created = asyncio.run(_create_catalogue_topics(_settings()))
+    click.echo("\n".join(created) if created else "all catalogue topics exist")
+
+
+@topics.command("list")
+def topics_list() -> None:
+    """Print the catalogue."""
+    catalogue = TopicCatalogue.load(_settings().schemas_dir)
+    for spec in [*catalogue.topics.values(), *catalogue.partner_templates.values()]:
+        click.echo(f"{spec.name:48} key={spec.key:28} value={spec.value:40} partitions={spec.partitions} "
+                   f"{spec.cleanup_policy}")
+
+
+async def _create_catalogue_topics(settings: ServiceSettings) -> list[str]:
+    catalogue = TopicCatalogue.load(settings.schemas_dir)
+    return await create_topics(settings.kafka_bootstrap, list(catalogue.topics.values()))
+
+
+@main.group()
+def partner() -> None:
+    """Provider fleets (EnergyHub, Resideo, Nest, …)."""
+
+
+@partner.command("add")
+@click.argument("provider_id")
+def partner_add(provider_id: str) -> None:
+    """Onboard a provider: create its partner.<provider_id>.* topics."""
+    settings = _settings()
+    catalogue = TopicCatalogue.load(settings.schemas_dir)
+    try:
+        specs = catalogue.partner_topics(provider_id)
+    except InvalidProviderId as exc:
+        raise click.BadParameter(str(exc), param_hint="PROVIDER_ID") from None
+    created = asyncio.run(create_topics(settings.kafka_bootstrap, specs))
+    for spec in specs:
+        click.echo(f"{spec.name}: {'created' if spec.name in created else 'exists'}")
+
+
+# -- services ------------------------------------------------------------------------------------
+
+
+@main.command("run")
+@click.argument("service", type=click.Choice(SERVICES))
+def run(service: str) -> None:
+    """Run one service's worker in the foreground (Ctrl-C stops it cleanly)."""
+    from faust import Worker
+
+    from gridflex.logs import configure_logging
+
+    settings = _settings()
+    logging_config = configure_logging(service, settings.log_level, settings.log_format)
+    module = importlib.import_module(f"services.{service}.app")
+    worker = Worker(
+        module.app, loglevel=settings.log_level, logging_config=logging_config, redirect_stdouts=False,
+        quiet=settings.log_format == "json",
+    )
+    worker.execute_from_commandline()
+
+
+# -- simulated time ------------------------------------------------------------------------------
+
+
+@main.group()
+def clock() -> None:
+    """Simulated time for demos and tests (gridflex.clock.v1)."""
+
+
+@clock.command("tick")
+@click.argument("now", required=False)
+def clock_tick(now: str | None) -> None:
+    """Publish NOW (ISO 8601, e.g. 2026-07-15T21:00:00Z; default: the wall clock)."""
+    instant = datetime.fromisoformat(now.replace("Z", "+00:00")) if now else datetime.now(timezone.utc)
+    if instant.tzinfo is None:
+        raise click.BadParameter("give a time zone, e.g. 2026-07-15T14:00:00-07:00 or …Z", param_hint="NOW")
+    asyncio.run(_publish_tick(_settings(), instant))
+    click.echo(f"clock: {instant.astimezone(timezone.utc).isoformat()}")
+
+
+async def _publish_tick(settings: ServiceSettings, instant: datetime) -> None:
+    from gridflex.kafka_io import RecordProducer
+
+    async with RecordProducer(settings) as producer:
+        await producer.send(CLOCK, "clock", {"now": instant})
+
+
+# -- schemas -------------------------------------------------------------------------------------
+
+
+@main.group()
+def schemas() -> None:
+    """The Avro contracts under schemas/."""
+
+
+@schemas.command("check")
+@click.option("--against", default="main", show_default=True, help="git revision whose schemas must stay readable")
+def schemas_check(against: str) -> None:
+    """Every schema parses and stays backward compatible with its version at AGAINST."""
+    from gridflex.schema_check import check_repository
+
+    problems = check_repository(_settings().schemas_dir, against)
+    for problem in problems:
+        click.echo(f"FAIL {problem}", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo("schemas: all parse; every earlier version stays readable")

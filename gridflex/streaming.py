@@ -1,0 +1,163 @@
+"""The Kafka side every service shares: the Faust app factory, catalogue topics, dead letters.
+
+A service's ``app.py`` builds one :class:`ServiceRuntime` and declares its agents on
+``runtime.app``. Agents receive decoded records (``dict``) or :class:`Undecodable` markers, never
+bytes; they hand records to pure domain functions and emit what those return.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+import faust
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient
+from aiohttp.web import Response
+from faust.types import EventT
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from gridflex.clock import SimulatedClock, WallClock, follow_clock_topic
+from gridflex.codec import RecordCodec, SchemaRegistry, codec_name, register_codecs
+from gridflex.metrics import DEAD_LETTERS, RECORDS_OUT, ServiceMonitor
+from gridflex.settings import ClockMode, ServiceSettings
+from gridflex.topics import CLOCK, DEAD_LETTERS as DEAD_LETTER_TOPIC, TopicCatalogue
+
+log = structlog.get_logger(__name__)
+
+PARTNER_DISCOVERY_INTERVAL_S = 10.0
+# Faust waits this long after a subscription change before resubscribing (45 s by default),
+# to fold several changes into one rebalance. New providers are rare; 5 s keeps onboarding quick.
+RESUBSCRIBE_DELAY_S = 5.0
+
+
+class ServiceRuntime:
+    """One service's Faust app, wired to the catalogue, the codec, the clock and dead letters."""
+
+    def __init__(self, service: str, settings: ServiceSettings, web_port: int):
+        self.service = service
+        self.settings = settings
+        self.registry = SchemaRegistry.from_directory(settings.schemas_dir)
+        register_codecs(self.registry)
+        self.catalogue = TopicCatalogue.load(settings.schemas_dir)
+        (settings.data_dir / f"{service}{settings.topic_suffix}").mkdir(parents=True, exist_ok=True)
+        self.clock = SimulatedClock() if settings.clock is ClockMode.SIMULATED else WallClock()
+        self.app = faust.App(
+            f"gridflex-{service}{settings.topic_suffix}",
+            broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+            store="rocksdb://",  # driven by rocksdict (faust-streaming[rocksdict]); python-rocksdb is not installed
+            datadir=str(settings.data_dir / f"{service}{settings.topic_suffix}"),
+            processing_guarantee="at_least_once",
+            consumer_auto_offset_reset="earliest",
+            broker_commit_interval=settings.commit_interval_s,
+            consumer_group_instance_id=settings.instance_id or None,
+            topic_replication_factor=1,
+            topic_allow_declare=True,  # Faust's own changelog topics; catalogue topics are created by `gridflex topics create`
+            producer_linger_ms=5,
+            producer_max_batch_size=256 * 1024,
+            stream_buffer_maxsize=settings.batch_size * 4,
+            web_bind=settings.web_host,
+            web_port=web_port,
+            key_serializer="utf8",
+        )
+        self.app.monitor = ServiceMonitor(service)
+        self.app.topics._resubscribe_sleep_lock_seconds = RESUBSCRIBE_DELAY_S
+        self.dead_letter_topic = self.topic(DEAD_LETTER_TOPIC)
+        self._partner_topics: list[tuple[faust.TopicT, re.Pattern]] = []
+        self._add_pages()
+        if isinstance(self.clock, SimulatedClock):
+            self._follow_clock()
+
+    # -- topics -------------------------------------------------------------------------------
+
+    def topic_name(self, name: str) -> str:
+        return f"{name}{self.settings.topic_suffix}"
+
+    def topic(self, name: str) -> faust.TopicT:
+        """A catalogue topic with its key and value codecs."""
+        spec = self.catalogue.spec(name)
+        return self.app.topic(
+            self.topic_name(name), key_serializer="utf8", value_serializer=codec_name(spec.value)
+        )
+
+    def partner_topics(self, template: str) -> faust.TopicT:
+        """Every provider's topic made from ``template`` (e.g. ``partner.{provider_id}.thermostat-state.v1``).
+
+        Faust's aiokafka driver cannot subscribe by pattern, so matching topics are discovered
+        every few seconds and added to the subscription: a new provider needs no restart.
+        """
+        spec = self.catalogue.partner_templates[template]
+        topic = self.app.topic(key_serializer="utf8", value_serializer=codec_name(spec.value))
+        pattern = TopicCatalogue.partner_pattern(template).rstrip("$") + re.escape(self.settings.topic_suffix) + "$"
+        self._partner_topics.append((topic, re.compile(pattern)))
+        if len(self._partner_topics) == 1:
+            self.app.timer(PARTNER_DISCOVERY_INTERVAL_S, on_leader=False)(self._discover_partner_topics)
+            self.app.task(self._discover_partner_topics)
+        return topic
+
+    async def _discover_partner_topics(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap, client_id=f"{self.service}-discovery")
+        await admin.start()
+        try:
+            existing = await admin.list_topics()
+        finally:
+            await admin.close()
+        changed = False
+        for topic, pattern in self._partner_topics:
+            found = sorted(name for name in existing if pattern.match(name))
+            new = [name for name in found if name not in topic.topics]
+            if new:
+                # Faust's iterator clones share this list object, so extending it in place reaches them.
+                topic.topics.extend(new)
+                log.info("subscribing to new provider topics", topics=new)
+                changed = True
+        if changed:
+            self.app.topics._flag_changes()
+
+    # -- dead letters -------------------------------------------------------------------------
+
+    async def dead_letter(self, event: EventT, reason_code: str, reason: str) -> None:
+        """Send a record this service cannot accept to the dead-letter topic, with its reason."""
+        message = event.message
+        source_topic = message.topic.removesuffix(self.settings.topic_suffix)
+        await self.dead_letter_topic.send(
+            key=message.topic,
+            value={
+                "service": self.service,
+                "source_topic": message.topic,
+                "source_partition": message.partition,
+                "source_offset": message.offset,
+                "key": message.key,
+                "value": message.value if message.value is not None else b"",
+                "reason_code": reason_code,
+                "reason": reason,
+                "failed_at": self.now(),
+            },
+        )
+        DEAD_LETTERS.labels(self.service, source_topic, reason_code).inc()
+        RECORDS_OUT.labels(self.service, DEAD_LETTER_TOPIC).inc()
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def _follow_clock(self) -> None:
+        codec = RecordCodec(self.registry, self.catalogue.spec(CLOCK).value)
+
+        @self.app.task
+        async def follow_clock() -> None:
+            await follow_clock_topic(self.clock, self.settings.kafka_bootstrap, self.topic_name(CLOCK), codec)
+
+    # -- web ----------------------------------------------------------------------------------
+
+    def _add_pages(self) -> None:
+        @self.app.page("/metrics")
+        async def metrics(web: Any, request: Any) -> Response:
+            return Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        @self.app.page("/health")
+        async def health(web: Any, request: Any) -> Response:
+            ready = self.app.rebalancing is False and not self.app.should_stop
+            return Response(text="ok" if ready else "rebalancing", status=200 if ready else 503)
