@@ -169,3 +169,7 @@ def schemas_check(against: str) -> None:
     if problems:
         sys.exit(1)
     click.echo("schemas: all parse; every earlier version stays readable")
+
+
+if __name__ == "__main__":
+    main()

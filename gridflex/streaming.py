@@ -8,10 +8,12 @@ bytes; they hand records to pure domain functions and emit what those return.
 from __future__ import annotations
 
 import re
+import weakref
 from datetime import datetime
 from typing import Any
 
 import faust
+import faust.streams
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient
 from aiohttp.web import Response
@@ -30,6 +32,18 @@ PARTNER_DISCOVERY_INTERVAL_S = 10.0
 # Faust waits this long after a subscription change before resubscribing (45 s by default),
 # to fold several changes into one rebalance. New providers are rare; 5 s keeps onboarding quick.
 RESUBSCRIBE_DELAY_S = 5.0
+
+
+class _SharedTopicNames(list):
+    """A topic-name list that Faust's topic clones share even while it is empty.
+
+    Faust copies ``topics or []`` into every clone of a topic, so an empty plain list would be
+    replaced by a fresh one in the clones an agent iterates; a list that is always truthy is
+    passed along as the same object, and names added later reach every clone.
+    """
+
+    def __bool__(self) -> bool:
+        return True
 
 
 class ServiceRuntime:
@@ -89,6 +103,7 @@ class ServiceRuntime:
         """
         spec = self.catalogue.partner_templates[template]
         topic = self.app.topic(key_serializer="utf8", value_serializer=codec_name(spec.value))
+        topic.topics = _SharedTopicNames()
         pattern = TopicCatalogue.partner_pattern(template).rstrip("$") + re.escape(self.settings.topic_suffix) + "$"
         self._partner_topics.append((topic, re.compile(pattern)))
         if len(self._partner_topics) == 1:
@@ -108,9 +123,8 @@ class ServiceRuntime:
             found = sorted(name for name in existing if pattern.match(name))
             new = [name for name in found if name not in topic.topics]
             if new:
-                # Faust's iterator clones share this list object, so extending it in place reaches them.
-                topic.topics.extend(new)
                 log.info("subscribing to new provider topics", topics=new)
+                topic.topics[:] = found  # in place: the agent's clones share this list
                 changed = True
         if changed:
             self.app.topics._flag_changes()
@@ -161,3 +175,14 @@ class ServiceRuntime:
         async def health(web: Any, request: Any) -> Response:
             ready = self.app.rebalancing is False and not self.app.should_stop
             return Response(text="ok" if ready else "rebalancing", status=200 if ready else 503)
+
+
+def route_tables_to(event: EventT) -> None:
+    """Make Faust tables read and write the partition of ``event`` in the current task.
+
+    Batches from ``stream.take_events`` are processed outside Faust's per-event iteration, so
+    the task-local "current event" that tables use to pick a partition must be set by hand.
+    Only the task's context variable is set: the stream object's own ``current_event`` is
+    shared with Faust's background buffering task and must not be touched.
+    """
+    faust.streams._current_event.set(weakref.ref(event))

@@ -5,6 +5,7 @@ Applying it to a cluster is idempotent: missing topics are created, existing one
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,9 @@ class TopicSpec:
     replication_factor: int
     cleanup_policy: str
     retention_ms: int
+
+    def renamed(self, name: str) -> "TopicSpec":
+        return dataclasses.replace(self, name=name)
 
     def new_topic(self) -> NewTopic:
         return NewTopic(
@@ -85,12 +89,12 @@ class TopicCatalogue:
         for template in self.partner_templates.values():
             pattern = re.escape(template.name).replace(re.escape("{provider_id}"), "(?P<provider>[^.]+)")
             if re.fullmatch(pattern, name):
-                return _with_name(template, name)
+                return template.renamed(name)
         raise KeyError(f"topic {name!r} is not in the catalogue")
 
     def partner_topics(self, provider_id: str) -> list[TopicSpec]:
         validate_provider_id(provider_id)
-        return [_with_name(t, t.name.format(provider_id=provider_id)) for t in self.partner_templates.values()]
+        return [t.renamed(t.name.format(provider_id=provider_id)) for t in self.partner_templates.values()]
 
     @staticmethod
     def partner_pattern(template: str) -> str:
@@ -112,11 +116,6 @@ def validate_provider_id(provider_id: str) -> str:
             f"provider id {provider_id!r} must be 2-63 characters of lower-case letters, digits and '-'"
         )
     return provider_id
-
-
-def _with_name(spec: TopicSpec, name: str) -> TopicSpec:
-    return TopicSpec(name, spec.key, spec.value, spec.partitions, spec.replication_factor,
-                     spec.cleanup_policy, spec.retention_ms)
 
 
 async def create_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:

@@ -18,7 +18,7 @@ from faust.types import EventT
 
 from gridflex.codec import Undecodable
 from gridflex.metrics import BATCH_SECONDS, RECORD_LATENCY, RECORDS_IN, RECORDS_OUT
-from gridflex.streaming import ServiceRuntime
+from gridflex.streaming import ServiceRuntime, route_tables_to
 from gridflex.topics import DEVICE_STATUS, METER_INTERVALS, METER_READS, THERMOSTAT_STATE, provider_of
 from prometheus_client import Counter
 from services.telemetry.domain import (
@@ -73,11 +73,11 @@ async def ingest_meter_reads(stream):
     await runtime.clock.wait_started()
     async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
         started = time.perf_counter()
-        await _ingest_meter_batch(stream, events)
+        await _ingest_meter_batch(events)
         _batch_seconds.observe(time.perf_counter() - started)
 
 
-async def _ingest_meter_batch(stream, events: list[EventT]) -> None:
+async def _ingest_meter_batch(events: list[EventT]) -> None:
     now = runtime.now()
     _reads_in.inc(len(events))
     by_day: dict[tuple[int, str], list[tuple[EventT, MeterInterval]]] = defaultdict(list)
@@ -89,8 +89,7 @@ async def _ingest_meter_batch(stream, events: list[EventT]) -> None:
             by_day[(event.message.partition, result.day_key)].append((event, result))
 
     for (_, day_key), items in by_day.items():
-        # Table reads and writes go to the partition of the records being processed.
-        stream._set_current_event(items[0][0])
+        route_tables_to(items[0][0])
         day = seen_intervals.get(day_key) or {}
         changed = False
         for event, interval in items:

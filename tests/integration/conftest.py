@@ -1,0 +1,84 @@
+"""Real Kafka and PostgreSQL for integration tests: started by the test session if not running."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from gridflex import REPO_ROOT, stack
+from gridflex.kafka_io import RecordProducer, read_records
+from gridflex.processes import ServiceProcess, isolated_env, isolated_topics
+from gridflex.settings import ServiceSettings
+from gridflex.topics import CLOCK
+
+LOG_DIR = REPO_ROOT / "var" / "log" / "tests"
+
+
+@pytest.fixture(scope="session")
+def running_stack():
+    """Kafka and PostgreSQL up (idempotent: a no-op when `make up` already ran)."""
+    stack.up()
+    return ServiceSettings()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class IsolatedSystem:
+    """A private set of topics (unique suffix) and the services started on them."""
+
+    def __init__(self, name: str, providers: tuple[str, ...]):
+        self.suffix = f"-{name}-{uuid.uuid4().hex[:8]}"
+        self.settings = ServiceSettings(topic_suffix=self.suffix)
+        self.providers = providers
+        self.services: list[ServiceProcess] = []
+
+    async def create_topics(self) -> None:
+        await isolated_topics(self.settings, self.providers)
+
+    def service(self, service: str) -> ServiceProcess:
+        process = ServiceProcess(
+            service, isolated_env(self.suffix), web_port=free_port(),
+            log_path=LOG_DIR / f"{service}{self.suffix}.log",
+        )
+        self.services.append(process)
+        return process
+
+    def producer(self) -> RecordProducer:
+        return RecordProducer(self.settings)
+
+    async def tick(self, now: datetime) -> None:
+        async with self.producer() as producer:
+            await producer.send(CLOCK, "clock", {"now": now})
+
+    async def read(self, topic: str, **options) -> list:
+        return [record async for record in read_records(self.settings, topic, **options)]
+
+    def stop(self) -> None:
+        for process in self.services:
+            process.stop()
+
+
+@pytest.fixture
+def isolated_system_factory(running_stack):
+    systems: list[IsolatedSystem] = []
+
+    def make(name: str, providers: tuple[str, ...] = ()) -> IsolatedSystem:
+        system = IsolatedSystem(name, providers)
+        systems.append(system)
+        return system
+
+    yield make
+    for system in systems:
+        system.stop()
+
+
+def utc(*args) -> datetime:
+    return datetime(*args, tzinfo=timezone.utc)
