@@ -191,3 +191,25 @@ async def test_thermostat_states_become_device_status_per_provider(telemetry):
         changes = [r.value for r in await telemetry.read(DEVICE_STATUS, idle_timeout=0.5) if r.key == serial]
     # The provider is named by the topic it wrote to, never by the record.
     assert [(c["change"], c["provider_id"]) for c in changes] == [("FIRST_SEEN", "globex"), ("WENT_OFFLINE", "globex")]
+
+
+async def test_metrics_show_throughput_rejects_revisions_latency_and_lag(telemetry):
+    # After the tests above, the worker's /metrics page reports what an on-call engineer needs.
+    account = new_account()
+    await send_reads(telemetry, a_read(account))
+    await intervals_of(telemetry, account, expect=1)
+    await asyncio.sleep(2)  # past one commit interval
+    metrics = telemetry.services[0].metrics()
+    suffixed = f"{METER_READS}{telemetry.suffix}"
+    for line_start in (
+        'gridflex_records_in_total{service="telemetry",topic="utility.meter-reads.v1"}',
+        'gridflex_records_out_total{service="telemetry",topic="gridflex.telemetry.meter-intervals.v1"}',
+        'gridflex_dead_letters_total{reason_code="NEGATIVE_VALUE",service="telemetry",source_topic="utility.meter-reads.v1"}',
+        'gridflex_telemetry_intervals_total{verdict="revision"}',
+        'gridflex_telemetry_intervals_total{verdict="duplicate"}',
+        'gridflex_record_latency_seconds_count{service="telemetry",topic="utility.meter-reads.v1"}',
+        f'gridflex_consumer_lag{{partition="0",service="telemetry",topic="{suffixed}"}}',
+        f'gridflex_last_commit_timestamp_seconds{{partition="0",service="telemetry",topic="{suffixed}"}}',
+    ):
+        values = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(line_start)]
+        assert values, f"{line_start} is not exported"
