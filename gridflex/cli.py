@@ -50,7 +50,7 @@ def stack_down() -> None:
 @stack.command("status")
 def stack_status() -> None:
     """What runs, where, which versions."""
-    local_stack.print_status(local_stack.status())
+    local_stack.print_status()
 
 
 # -- topics and providers ------------------------------------------------------------------------

@@ -35,6 +35,10 @@ CONSUMER_LAG = Gauge(
     "gridflex_consumer_lag", "Records behind the partition end (end offset - committed offset)",
     ["service", "topic", "partition"],
 )
+CLOCK_NOW = Gauge(
+    "gridflex_clock_now_seconds", "The service's current time (simulated mode: the latest tick read; 0 before any)",
+    ["service"],
+)
 LAST_COMMIT = Gauge(
     "gridflex_last_commit_timestamp_seconds", "Unix time of the partition's last offset commit",
     ["service", "topic", "partition"],

@@ -20,9 +20,9 @@ from aiohttp.web import Response
 from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from gridflex.clock import SimulatedClock, WallClock, follow_clock_topic
+from gridflex.clock import ClockNotStarted, SimulatedClock, WallClock, follow_clock_topic
 from gridflex.codec import RecordCodec, SchemaRegistry, codec_name, register_codecs
-from gridflex.metrics import DEAD_LETTERS, RECORDS_OUT, ServiceMonitor
+from gridflex.metrics import CLOCK_NOW, DEAD_LETTERS, RECORDS_OUT, ServiceMonitor
 from gridflex.settings import ClockMode, ServiceSettings
 from gridflex.topics import CLOCK, DEAD_LETTERS as DEAD_LETTER_TOPIC, TopicCatalogue
 
@@ -76,6 +76,7 @@ class ServiceRuntime:
             key_serializer="utf8",
         )
         self.app.monitor = ServiceMonitor(service)
+        CLOCK_NOW.labels(service).set_function(self._clock_seconds)
         self.app.topics._resubscribe_sleep_lock_seconds = RESUBSCRIBE_DELAY_S
         self.dead_letter_topic = self.topic(DEAD_LETTER_TOPIC)
         self._partner_topics: list[tuple[faust.TopicT, re.Pattern]] = []
@@ -157,6 +158,12 @@ class ServiceRuntime:
     def now(self) -> datetime:
         return self.clock.now()
 
+    def _clock_seconds(self) -> float:
+        try:
+            return self.clock.now().timestamp()
+        except ClockNotStarted:
+            return 0.0
+
     def _follow_clock(self) -> None:
         codec = RecordCodec(self.registry, self.catalogue.spec(CLOCK).value)
 
@@ -173,8 +180,13 @@ class ServiceRuntime:
 
         @self.app.page("/health")
         async def health(web: Any, request: Any) -> Response:
-            ready = self.app.rebalancing is False and not self.app.should_stop
-            return Response(text="ok" if ready else "rebalancing", status=200 if ready else 503)
+            # Ready once partitions are assigned and tables recovered, and not mid-rebalance.
+            ready = (
+                self.app.tables.recovery.completed.is_set()
+                and not self.app.rebalancing
+                and not self.app.should_stop
+            )
+            return Response(text="ok" if ready else "starting or rebalancing", status=200 if ready else 503)
 
 
 def route_tables_to(event: EventT) -> None:

@@ -1,0 +1,1 @@
+"""The gridflex demo (`make demo`, `python -m demo`): see demo/__main__.py."""

@@ -1,0 +1,71 @@
+"""The Green Button sample year: hourly Wh of six household load profiles (data/demo, Apache-2.0).
+
+``data/demo/greenbutton-2011-hourly-wh.csv`` has one row per hour of 2011 (UTC hour start) and
+one integer Wh column per profile; see ``data/demo/ATTRIBUTION.md`` for where it comes from.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+from gridflex import REPO_ROOT
+
+SAMPLE_YEAR_CSV = REPO_ROOT / "data" / "demo" / "greenbutton-2011-hourly-wh.csv"
+TIMESTAMP_COLUMN = "interval_start_utc"
+
+
+class OutsideSampleYear(KeyError):
+    """The sample year has no reading for that hour."""
+
+
+@dataclass(frozen=True)
+class SampleYear:
+    """Hourly Wh per load profile, by the UTC start of the hour."""
+
+    profiles: tuple[str, ...]
+    wh_by_hour: dict[datetime, dict[str, int]]
+
+    @classmethod
+    def load(cls, path: Path = SAMPLE_YEAR_CSV) -> "SampleYear":
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            profiles = tuple(name for name in reader.fieldnames if name != TIMESTAMP_COLUMN)
+            wh_by_hour = {
+                datetime.strptime(row[TIMESTAMP_COLUMN], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc): {
+                    profile: int(row[profile]) for profile in profiles
+                }
+                for row in reader
+            }
+        return cls(profiles, wh_by_hour)
+
+    @property
+    def first_hour(self) -> datetime:
+        return min(self.wh_by_hour)
+
+    @property
+    def last_hour(self) -> datetime:
+        return max(self.wh_by_hour)
+
+    def wh(self, profile: str, hour_start: datetime) -> Decimal:
+        """The profile's energy in the hour starting at ``hour_start`` (UTC), in Wh."""
+        try:
+            return Decimal(self.wh_by_hour[hour_start.astimezone(timezone.utc)][profile])
+        except KeyError:
+            raise OutsideSampleYear(
+                f"the sample year has no {profile} reading for the hour starting {hour_start.isoformat()}"
+            ) from None
+
+    def wh_or_nearest(self, profile: str, hour_start: datetime) -> Decimal:
+        """Like :meth:`wh`, but the first or last hour of the year stands in beyond its ends."""
+        clamped = min(max(hour_start.astimezone(timezone.utc), self.first_hour), self.last_hour)
+        return self.wh(profile, clamped)
+
+
+def profile_title(profile: str) -> str:
+    """``inland_single_family`` → ``inland single-family``."""
+    place, *kind = profile.split("_")
+    return f"{place} {'-'.join(kind)}"
