@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from enum import Enum
 
@@ -49,8 +50,9 @@ class MeterInterval:
     revision: int
     read_at: datetime
 
-    @property
-    def local_date(self):
+    @cached_property
+    def local_date(self) -> date:
+        """Computed once: both the state key and the emitted record need it."""
         return local_date(self.interval_start)
 
     @property
