@@ -8,7 +8,7 @@ GRIDFLEX := $(BIN)/gridflex
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap up down status topics test unit integration schemas-check demo bench clean
+.PHONY: help bootstrap up down status topics test unit integration schemas-check lint demo bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,10 +35,13 @@ status: bootstrap ## What runs, where, which versions
 schemas-check: bootstrap ## Every schema parses and stays backward compatible with every committed version
 	$(GRIDFLEX) schemas check
 
+lint: bootstrap ## Static checks (ruff): undefined and unused names, likely bugs
+	$(BIN)/ruff check gridflex services bench demo tests scripts
+
 unit: bootstrap ## Pure-logic tests only (no broker)
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
 
-test: up schemas-check ## Everything: unit, integration and end-to-end tests against the real stack
+test: up schemas-check lint ## Everything: unit, integration and end-to-end tests against the real stack
 	$(BIN)/pytest tests -q $(PYTEST_ARGS)
 
 demo: up ## Bring the system up and run it on realistic data

@@ -13,7 +13,7 @@ How (all topics private to the run, named with a ``-bench-<hex>`` suffix, delete
    and one clock tick after all of them: the service runs on the simulated clock;
 2. the ceiling (:mod:`bench.passthrough`): copy the input's bytes to a scratch topic; and the
    floor (:mod:`bench.rules_floor`): the service's codec and rules alone, on 100,000 records in
-   memory. Together they bound what one process could do without Faust's per-record costs;
+   memory. Together they bound what one process can do;
 3. the service: one ``gridflex run telemetry`` worker process reads the same input; the clean
    topic's end offsets are polled every 0.25 s until it holds every record. The *ingestion*
    rate, held against the targets, runs from the first clean record seen to the last, less the
@@ -68,14 +68,13 @@ PROFILE_AREAS: list[Area] = [
     ("metrics: prometheus_client, Faust sensors, gridflex.metrics",
      ("prometheus_client/", "faust/sensors/", "gridflex/metrics.py")),
     ("telemetry rules: validate, day key, reconcile, digest", ("services/telemetry/domain.py", "gridflex/calendar.py")),
-    ("state table: seen-intervals (rocksdict, changelog)", ("faust/tables/", "faust/stores/")),
-    ("produce, per record: Faust Topic.send, aiokafka send, delivery callbacks",
-     ("Topic.send ", "Topic._on_published", "faust/transport/producer.py", "Producer.send ", "aiokafka/producer/")),
-    ("consume, per record: Faust fetcher, conductor and stream; aiokafka fetch",
-     ("Consumer._drain_messages", "Consumer.getmany", "Conductor.", "Stream._c_aiter", "Stream._passive_drainer",
-      "Stream.take_events", "aiokafka/consumer/", "AIOKafkaConsumerThread")),
+    ("state: seen-intervals (rocksdict, JSON, changelog)", ("gridflex/state.py",)),
+    ("produce: aiokafka send, batching, delivery futures", ("aiokafka/producer/", "Batch.emit", "key_partition")),
+    ("consume: aiokafka fetch and record parsing", ("aiokafka/consumer/", "aiokafka/record/")),
     ("Kafka connections (aiokafka conn, client)", ("aiokafka/conn.py", "aiokafka/client.py")),
-    ("the batch loop in app.py, outside the above", ("services/telemetry/app.py",)),
+    ("the batch loop (gridflex/batch.py, telemetry app.py), outside the above",
+     ("gridflex/batch.py", "services/telemetry/app.py")),
+    ("Faust worker (thermostat agent, timers, web)", ("faust/", "mode/")),
     ("epoll select (waiting for or polling sockets)", ("EpollSelector.select",)),
 ]
 
@@ -307,7 +306,7 @@ def report(records: int, load_average: tuple[float, float, float], preload: dict
         "passthrough": ceiling,
         "codec_and_rules": floor,
         # One process doing the passthrough's Kafka work and the rules' work, with nothing else.
-        "bound_without_faust_records_per_s": round(1 / (1 / ceiling["records_per_s"] + 1 / floor["records_per_s"])),
+        "bound_records_per_s": round(1 / (1 / ceiling["records_per_s"] + 1 / floor["records_per_s"])),
         "service": service_figures(records, service),
         "profile": service.profile,
     }
@@ -365,7 +364,8 @@ def table_rows(result: dict) -> list[list[str]]:
         ["pre-load (not timed)", f"{result['preload']['records_per_s']:,} rec/s", "", ""],
         ["raw passthrough (ceiling)", f"{ceiling['records_per_s']:,} rec/s", "", ""],
         ["codec + rules alone, in memory", f"{floor['records_per_s']:,} rec/s ({floor['us_per_record']} µs/rec)", "", ""],
-        ["bound: passthrough + rules", f"{result['bound_without_faust_records_per_s']:,} rec/s", "", ""],
+        ["bound: passthrough + rules", f"{result['bound_records_per_s']:,} rec/s "
+         f"({result['bound_records_per_s'] / ceiling['records_per_s']:.2f} x passthrough)", "", ""],
     ]
     if service["complete"]:
         ingestion, ratio = service["ingestion_records_per_s"], result["ratio"]

@@ -1,23 +1,23 @@
-"""The floor: the telemetry service's own work per meter read, without Kafka or Faust.
+"""The floor: the telemetry service's own work per meter read, without Kafka.
 
-The steps of ``_ingest_meter_batch`` in ``services/telemetry/app.py`` (decode, validate, group
-by meter and day, reconcile against the remembered revisions, encode the clean interval) over
-records held in memory, in batches of the service's batch size, with a dict for the
-seen-intervals table. What a worker costs beyond this (and beyond the raw passthrough) is the
-cost of moving records one by one through Faust.
+What the worker's handler does per batch (``ingest_meter_reads`` in services/telemetry/app.py):
+decode, the domain's ``ingest_meter_reads`` (validate, group by meter day, reconcile against
+the remembered revisions), encode the clean intervals and the changed days' state, over records
+held in memory, in batches of the service's batch size, with a dict for the seen-intervals
+store. What a worker costs beyond this (and beyond the raw passthrough) is the pipeline's.
 """
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from datetime import datetime
 
 from bench.meter_reads import MeterReadLoad
 from gridflex.codec import RecordCodec
 from gridflex.kafka_io import Codecs
 from gridflex.topics import METER_INTERVALS, METER_READS
-from services.telemetry.domain import Rejection, SeenInterval, TelemetryLimits, reconcile, validate_meter_read
+from gridflex.state import encode_value
+from services.telemetry.domain import TelemetryLimits, ingest_meter_reads
 from services.telemetry.settings import TelemetrySettings
 
 
@@ -42,17 +42,12 @@ def measure_codec_and_rules(settings: TelemetrySettings, load: MeterReadLoad) ->
 
 def process_batch(batch: list[bytes], first_offset: int, reads: RecordCodec, intervals: RecordCodec,
                   seen_intervals: dict[str, dict], now: datetime, limits: TelemetryLimits) -> None:
-    by_day = defaultdict(list)
-    for offset, data in enumerate(batch, first_offset):
-        result = validate_meter_read(reads.decode(data), now, limits)
-        if isinstance(result, Rejection):
-            raise ValueError(f"the benchmark's load holds an invalid read at {offset}: {result.reason}")
-        by_day[result.day_key].append((offset, result))
-    for day_key, items in by_day.items():
-        day = seen_intervals.get(day_key) or {}
-        for offset, interval in items:
-            state = day.get(interval.slot)
-            _, seen = reconcile(SeenInterval.from_state(state) if state else None, interval, 0, offset)
-            intervals.encode(interval.as_record(seen.supersedes))
-            day[interval.slot] = seen.to_state()
-        seen_intervals[day_key] = day
+    decoded = [(offset, reads.decode(data)) for offset, data in enumerate(batch, first_offset)]
+    outcome = ingest_meter_reads(decoded, 0, seen_intervals.get, now, limits)
+    if outcome.rejections:
+        offset, rejection = outcome.rejections[0]
+        raise ValueError(f"the benchmark's load holds an invalid read at {offset}: {rejection.reason}")
+    for interval in outcome.intervals:
+        intervals.encode(interval)
+    for day_key, day in outcome.days.items():
+        seen_intervals[day_key] = encode_value(day) and day

@@ -1,27 +1,30 @@
 """The Kafka side every service shares: the Faust app factory, catalogue topics, dead letters.
 
 A service's ``app.py`` builds one :class:`ServiceRuntime` and declares its agents on
-``runtime.app``. Agents receive decoded records (``dict``) or :class:`Undecodable` markers, never
-bytes; they hand records to pure domain functions and emit what those return.
+``runtime.app`` (and, for an input too heavy for Faust's per-event path, a batch pipeline:
+:meth:`ServiceRuntime.batch_pipeline`). Handlers receive decoded records (``dict``) or
+:class:`Undecodable` markers, never bytes; they hand records to pure domain functions and emit
+what those return.
 """
 
 from __future__ import annotations
 
 import re
-import weakref
+import socket
 from datetime import datetime
 from typing import Any
 
 import faust
-import faust.streams
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient
 from aiohttp.web import Response
 from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from gridflex.batch import BatchPipeline, Handler, dead_letter_record
 from gridflex.clock import ClockNotStarted, SimulatedClock, WallClock, follow_clock_topic
 from gridflex.codec import RecordCodec, SchemaRegistry, codec_name, register_codecs
+from gridflex.kafka_io import Codecs
 from gridflex.metrics import CLOCK_NOW, DEAD_LETTERS, RECORDS_OUT, ServiceMonitor
 from gridflex.settings import ClockMode, ServiceSettings
 from gridflex.topics import CLOCK, DEAD_LETTERS as DEAD_LETTER_TOPIC, TopicCatalogue
@@ -55,13 +58,16 @@ class ServiceRuntime:
         self.registry = SchemaRegistry.from_directory(settings.schemas_dir)
         register_codecs(self.registry)
         self.catalogue = TopicCatalogue.load(settings.schemas_dir)
-        (settings.data_dir / f"{service}{settings.topic_suffix}").mkdir(parents=True, exist_ok=True)
+        # Local state (RocksDB) per service and instance: two workers on one machine must not
+        # open the same files. Kafka changelogs hold the truth; this is a cache of them.
+        self.state_dir = settings.data_dir / f"{service}{settings.topic_suffix}" / (settings.instance_id or "worker")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.clock = SimulatedClock() if settings.clock is ClockMode.SIMULATED else WallClock()
         self.app = faust.App(
             f"gridflex-{service}{settings.topic_suffix}",
             broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
             store="rocksdb://",  # driven by rocksdict (faust-streaming[rocksdict]); python-rocksdb is not installed
-            datadir=str(settings.data_dir / f"{service}{settings.topic_suffix}"),
+            datadir=str(self.state_dir),
             processing_guarantee="at_least_once",
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=settings.commit_interval_s,
@@ -73,6 +79,10 @@ class ServiceRuntime:
             stream_buffer_maxsize=settings.batch_size * 4,
             web_bind=settings.web_host,
             web_port=web_port,
+            # Faust's assignor puts this URL in the group metadata and asserts it on every
+            # assignment; with static membership the broker may hand a restarted worker its
+            # previous metadata, so the URL must not change with the web port between restarts.
+            canonical_url=f"http://{settings.instance_id or socket.gethostname()}",
             key_serializer="utf8",
         )
         self.app.monitor = ServiceMonitor(service)
@@ -80,6 +90,7 @@ class ServiceRuntime:
         self.app.topics._resubscribe_sleep_lock_seconds = RESUBSCRIBE_DELAY_S
         self.dead_letter_topic = self.topic(DEAD_LETTER_TOPIC)
         self._partner_topics: list[tuple[faust.TopicT, re.Pattern]] = []
+        self._pipelines: list[BatchPipeline] = []
         self._add_pages()
         if isinstance(self.clock, SimulatedClock):
             self._follow_clock()
@@ -130,6 +141,32 @@ class ServiceRuntime:
         if changed:
             self.app.topics._flag_changes()
 
+    # -- batch pipelines ------------------------------------------------------------------------
+
+    def batch_pipeline(self, topic: str, handler: Handler, state_name: str) -> BatchPipeline:
+        """Consume ``topic`` in large batches outside Faust's per-event path (see gridflex.batch).
+
+        Runs in this worker, in its own consumer group, with changelog-backed state named
+        ``state_name``; the worker reports healthy only once the pipeline's state is restored.
+        """
+        codecs = Codecs(self.settings)
+        pipeline = BatchPipeline(
+            service=self.service, group_id=f"{self.app.conf.id}-{topic}", topic=topic,
+            topic_suffix=self.settings.topic_suffix, handler=handler, codecs=codecs.for_topic,
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            instance_id=f"{self.settings.instance_id}-{topic}" if self.settings.instance_id else None,
+            state_dir=self.state_dir, state_name=state_name,
+            dead_letter_topic=DEAD_LETTER_TOPIC, clock=self.clock,
+            batch_size=self.settings.batch_size, batch_within_s=self.settings.batch_within_s,
+        )
+        self._pipelines.append(pipeline)
+
+        @self.app.task
+        async def start_pipeline() -> None:
+            await self.app.add_runtime_dependency(pipeline)
+
+        return pipeline
+
     # -- dead letters -------------------------------------------------------------------------
 
     async def dead_letter(self, event: EventT, reason_code: str, reason: str) -> None:
@@ -138,17 +175,10 @@ class ServiceRuntime:
         source_topic = message.topic.removesuffix(self.settings.topic_suffix)
         await self.dead_letter_topic.send(
             key=message.topic,
-            value={
-                "service": self.service,
-                "source_topic": message.topic,
-                "source_partition": message.partition,
-                "source_offset": message.offset,
-                "key": message.key,
-                "value": message.value if message.value is not None else b"",
-                "reason_code": reason_code,
-                "reason": reason,
-                "failed_at": self.now(),
-            },
+            value=dead_letter_record(
+                self.service, message.topic, message.partition, message.offset, message.key, message.value,
+                reason_code, reason, self.now(),
+            ),
         )
         DEAD_LETTERS.labels(self.service, source_topic, reason_code).inc()
         RECORDS_OUT.labels(self.service, DEAD_LETTER_TOPIC).inc()
@@ -180,21 +210,11 @@ class ServiceRuntime:
 
         @self.app.page("/health")
         async def health(web: Any, request: Any) -> Response:
-            # Ready once partitions are assigned and tables recovered, and not mid-rebalance.
+            # Ready once partitions are assigned and state recovered, and not mid-rebalance.
             ready = (
-                self.app.tables.recovery.completed.is_set()
+                all(pipeline.ready.is_set() for pipeline in self._pipelines)
+                and self.app.tables.recovery.completed.is_set()
                 and not self.app.rebalancing
                 and not self.app.should_stop
             )
             return Response(text="ok" if ready else "starting or rebalancing", status=200 if ready else 503)
-
-
-def route_tables_to(event: EventT) -> None:
-    """Make Faust tables read and write the partition of ``event`` in the current task.
-
-    Batches from ``stream.take_events`` are processed outside Faust's per-event iteration, so
-    the task-local "current event" that tables use to pick a partition must be set by hand.
-    Only the task's context variable is set: the stream object's own ``current_event`` is
-    shared with Faust's background buffering task and must not be touched.
-    """
-    faust.streams._current_event.set(weakref.ref(event))

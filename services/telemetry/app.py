@@ -1,40 +1,39 @@
 """Telemetry ingestion service: the Faust app and its wiring.
 
 - ``utility.meter-reads.v1`` → validate → reconcile revisions → ``gridflex.telemetry.meter-intervals.v1``
+  (a batch pipeline: the high-volume path, see gridflex.batch)
 - ``partner.*.thermostat-state.v1`` → validate → status changes → ``gridflex.telemetry.device-status.v1``
+  (a Faust agent)
 - anything rejected → ``gridflex.dead-letters.v1`` with its reason
 
-Delivery is at-least-once: offsets are committed only after the outputs and table changes of a
-batch are flushed. A record read again after a crash is re-emitted with the same identity
+Delivery is at-least-once: offsets are committed only after the outputs and state changes of a
+batch are acknowledged. A record read again after a crash is re-emitted with the same identity
 (interval + revision), which every consumer drops.
 """
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict
-
-from faust.types import EventT
-
-from gridflex.codec import Undecodable
-from gridflex.metrics import BATCH_SECONDS, RECORD_LATENCY, RECORDS_IN, RECORDS_OUT
-from gridflex.streaming import ServiceRuntime, route_tables_to
-from gridflex.topics import DEVICE_STATUS, METER_INTERVALS, METER_READS, THERMOSTAT_STATE, provider_of
+import structlog
 from prometheus_client import Counter
+
+from gridflex.batch import Batch
+from gridflex.codec import Undecodable
+from gridflex.metrics import RECORDS_IN, RECORDS_OUT
+from gridflex.streaming import ServiceRuntime
+from gridflex.topics import DEVICE_STATUS, METER_INTERVALS, METER_READS, THERMOSTAT_STATE, provider_of
+from services.telemetry import domain
 from services.telemetry.domain import (
     DeviceSnapshot,
-    MeterInterval,
     Rejection,
-    SeenInterval,
     Verdict,
-    conflict_rejection,
     device_changes,
     device_status,
-    reconcile,
-    validate_meter_read,
+    first_tracked_day,
     validate_thermostat_state,
 )
 from services.telemetry.settings import TelemetrySettings
+
+log = structlog.get_logger(__name__)
 
 SERVICE = "telemetry"
 INTERVALS_BY_VERDICT = Counter(
@@ -47,72 +46,57 @@ runtime = ServiceRuntime(SERVICE, settings, web_port=settings.web_port)
 app = runtime.app
 limits = settings.limits()
 
-meter_reads = runtime.topic(METER_READS)
-meter_intervals = runtime.topic(METER_INTERVALS)
 thermostat_states = runtime.partner_topics(THERMOSTAT_STATE)
 device_statuses = runtime.topic(DEVICE_STATUS)
 
-# Revision memory per meter and local day: {interval_start_ms: SeenInterval state}.
-seen_intervals = app.Table(
-    "seen-intervals", partitions=runtime.catalogue.spec(METER_READS).partitions
-)
 # Last accepted state per provider and thermostat.
 devices = app.Table(
     "devices", partitions=runtime.catalogue.spec(THERMOSTAT_STATE).partitions
 )
 
-_verdict_counters = {verdict: INTERVALS_BY_VERDICT.labels(verdict.value) for verdict in Verdict}
-_reads_in = RECORDS_IN.labels(SERVICE, METER_READS)
-_intervals_out = RECORDS_OUT.labels(SERVICE, METER_INTERVALS)
-_read_latency = RECORD_LATENCY.labels(SERVICE, METER_READS)
-_batch_seconds = BATCH_SECONDS.labels(SERVICE)
+_intervals_by_verdict = {verdict: INTERVALS_BY_VERDICT.labels(verdict.value) for verdict in Verdict}
 
 
-@app.agent(meter_reads)
-async def ingest_meter_reads(stream):
-    await runtime.clock.wait_started()
-    async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-        started = time.perf_counter()
-        await _ingest_meter_batch(events)
-        _batch_seconds.observe(time.perf_counter() - started)
+async def ingest_meter_reads(batch: Batch) -> None:
+    """Validate, reconcile and emit a batch of meter reads (see gridflex.batch for delivery)."""
+    _expire_seen_intervals(batch)
+    for partition, records in batch.by_partition().items():
+        store = batch.store(partition)
+        reads = []
+        for record in records:
+            if isinstance(record.value, Undecodable):
+                batch.dead_letter(record, record.value.reason_code, record.value.reason)
+            else:
+                reads.append((record.offset, record.value))
+        outcome = domain.ingest_meter_reads(reads, partition, store.get, batch.now, limits)
+        if outcome.rejections:
+            by_offset = {record.offset: record for record in records}
+            for offset, rejection in outcome.rejections:
+                batch.dead_letter(by_offset[offset], rejection.reason_code, rejection.reason)
+        for interval in outcome.intervals:
+            batch.emit(METER_INTERVALS, interval["service_account_id"], interval)
+        for day_key, day in outcome.days.items():
+            store.put(day_key, day)
+        for verdict, count in outcome.verdicts.items():
+            if count:
+                _intervals_by_verdict[verdict].inc(count)
 
 
-async def _ingest_meter_batch(events: list[EventT]) -> None:
-    now = runtime.now()
-    _reads_in.inc(len(events))
-    by_day: dict[tuple[int, str], list[tuple[EventT, MeterInterval]]] = defaultdict(list)
-    for event in events:
-        result = _decoded(event.value) or validate_meter_read(event.value, now, limits)
-        if isinstance(result, Rejection):
-            await runtime.dead_letter(event, result.reason_code, result.reason)
-        else:
-            by_day[(event.message.partition, result.day_key)].append((event, result))
+def _expire_seen_intervals(batch: Batch) -> None:
+    """Forget the revisions of days that left the revision window (once per local day)."""
+    first_day = first_tracked_day(batch.now, limits).isoformat()
+    for store in batch.stores():
+        if store.expired_before != first_day:
+            expired = list(store.keys_before(first_day))
+            for key in expired:
+                store.delete(key)
+            store.expired_before = first_day
+            if expired:
+                log.info("seen intervals expired", partition=store.changelog.partition, days_before=first_day,
+                         meter_days=len(expired))
 
-    for (_, day_key), items in by_day.items():
-        route_tables_to(items[0][0])
-        day = seen_intervals.get(day_key) or {}
-        changed = False
-        for event, interval in items:
-            state = day.get(interval.slot)
-            verdict, seen = reconcile(
-                SeenInterval.from_state(state) if state else None, interval, event.message.partition, event.message.offset
-            )
-            _verdict_counters[verdict].inc()
-            if verdict is Verdict.CONFLICT:
-                rejection = conflict_rejection(interval)
-                await runtime.dead_letter(event, rejection.reason_code, rejection.reason)
-            elif verdict in (Verdict.NEW, Verdict.REVISION, Verdict.REPLAY):
-                await meter_intervals.send(key=interval.service_account_id, value=interval.as_record(seen.supersedes))
-                _intervals_out.inc()
-                if verdict is not Verdict.REPLAY:
-                    day[interval.slot] = seen.to_state()
-                    changed = True
-        if changed:
-            seen_intervals[day_key] = day
 
-    finished = time.time()
-    for event in events:
-        _read_latency.observe(max(finished - event.message.timestamp, 0.0))
+meter_pipeline = runtime.batch_pipeline(METER_READS, ingest_meter_reads, state_name="seen-intervals")
 
 
 @app.agent(thermostat_states)

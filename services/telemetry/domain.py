@@ -6,25 +6,28 @@ Pure Python over plain records (the dicts the codec decodes): no Kafka, no async
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from functools import cached_property
+from collections import defaultdict
+from functools import lru_cache
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from enum import Enum
+from typing import Callable, NamedTuple
 
 from gridflex.calendar import local_date
 
 KWH_PER_UNIT = {"WH": Decimal("0.001"), "KWH": Decimal("1")}
-INTERVAL_LENGTHS_S = (900, 3600)
+INTERVAL_LENGTHS = {900: timedelta(seconds=900), 3600: timedelta(seconds=3600)}
 EARLIEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: a cache key per batch
 class TelemetryLimits:
     """What a plausible record looks like; every bound is a setting."""
 
     max_demand_kw: Decimal = Decimal("500")  # a meter cannot deliver more than this on average over an interval
     clock_skew: timedelta = timedelta(minutes=5)  # how far ahead of "now" a timestamp may be
+    revision_days: int = 60  # how long an interval's revisions are tracked (the settlement window)
     setpoint_range_f: tuple[float, float] = (40.0, 99.0)
     indoor_temp_range_f: tuple[float, float] = (-20.0, 140.0)
 
@@ -37,9 +40,12 @@ class Rejection:
     reason: str
 
 
-@dataclass(frozen=True)
-class MeterInterval:
-    """A validated meter interval, energy in kWh. Identity: (meter_id, interval_start, revision)."""
+class MeterInterval(NamedTuple):
+    """A validated meter interval, energy in kWh. Identity: (meter_id, interval_start, revision).
+
+    A named tuple rather than a frozen dataclass: one is made per meter read, and building a
+    tuple costs a fraction of a frozen dataclass's field-by-field ``__setattr__``.
+    """
 
     service_account_id: str
     meter_id: str
@@ -49,16 +55,13 @@ class MeterInterval:
     quality: str
     revision: int
     read_at: datetime
-
-    @cached_property
-    def local_date(self) -> date:
-        """Computed once: both the state key and the emitted record need it."""
-        return local_date(self.interval_start)
+    local_date: date  # the utility's calendar day of interval_start
 
     @property
     def day_key(self) -> str:
-        """Revision state is kept per meter and local day, so one batch touches few keys."""
-        return f"{self.meter_id}/{self.local_date.isoformat()}"
+        """Revision state is kept per local day and meter, so one batch touches few keys; the
+        date comes first so that expired days are a key range."""
+        return f"{self.local_date.isoformat()}/{self.meter_id}"
 
     @property
     def slot(self) -> str:
@@ -87,28 +90,30 @@ class MeterInterval:
 
 def validate_meter_read(read: dict, now: datetime, limits: TelemetryLimits) -> MeterInterval | Rejection:
     """Accept a ``MeterRead`` as a kWh interval, or name every rule it breaks."""
+    bounds = _bounds(now, limits)
     problems: list[Rejection] = []
-    for field in ("service_account_id", "meter_id"):
-        if not read[field].strip():
-            problems.append(Rejection("MISSING_ID", f"{field} is empty"))
+    for name in ("service_account_id", "meter_id"):
+        if not read[name].strip():
+            problems.append(Rejection("MISSING_ID", f"{name} is empty"))
     unit = read["unit"].strip().upper()
-    if unit not in KWH_PER_UNIT:
+    kwh_per_unit = KWH_PER_UNIT.get(unit)
+    if kwh_per_unit is None:
         problems.append(Rejection("UNKNOWN_UNIT", f"unit {read['unit']!r} is not one of WH, KWH"))
     value: Decimal = read["value"]
     seconds = read["interval_seconds"]
+    length = INTERVAL_LENGTHS.get(seconds)
     start: datetime = read["interval_start"]
     if not value.is_finite():
         problems.append(Rejection("NOT_FINITE", f"value {value} is not a finite number"))
     elif value < 0:
         problems.append(Rejection("NEGATIVE_VALUE", f"value {value} {unit} is negative"))
-    elif unit in KWH_PER_UNIT and seconds in INTERVAL_LENGTHS_S:
-        most_kwh = limits.max_demand_kw * seconds / 3600
-        if value * KWH_PER_UNIT[unit] > most_kwh:
-            problems.append(Rejection(
-                "VALUE_TOO_LARGE",
-                f"value {value} {unit} exceeds the physical maximum of {most_kwh} kWh for a {seconds} s interval",
-            ))
-    if seconds not in INTERVAL_LENGTHS_S:
+    elif kwh_per_unit is not None and length is not None and value * kwh_per_unit > bounds.most_kwh[seconds]:
+        problems.append(Rejection(
+            "VALUE_TOO_LARGE",
+            f"value {value} {unit} exceeds the physical maximum of {bounds.most_kwh[seconds]} kWh "
+            f"for a {seconds} s interval",
+        ))
+    if length is None:
         problems.append(Rejection("BAD_INTERVAL_LENGTH", f"interval_seconds {seconds} is not 900 or 3600"))
     elif int(start.timestamp()) % seconds:
         problems.append(Rejection(
@@ -116,27 +121,50 @@ def validate_meter_read(read: dict, now: datetime, limits: TelemetryLimits) -> M
         ))
     if read["revision"] < 0:
         problems.append(Rejection("NEGATIVE_REVISION", f"revision {read['revision']} is negative"))
-    latest = now + limits.clock_skew
-    if seconds in INTERVAL_LENGTHS_S and start + timedelta(seconds=seconds) > latest:
+    if length is not None and start + length > bounds.latest:
         problems.append(Rejection(
-            "FUTURE_TIMESTAMP", f"interval ending {(start + timedelta(seconds=seconds)).isoformat()} has not ended at {now.isoformat()}"
+            "FUTURE_TIMESTAMP", f"interval ending {(start + length).isoformat()} has not ended at {now.isoformat()}"
         ))
-    elif read["read_at"] > latest:
+    elif read["read_at"] > bounds.latest:
         problems.append(Rejection("FUTURE_TIMESTAMP", f"read_at {read['read_at'].isoformat()} is after {now.isoformat()}"))
     if start < EARLIEST_TIMESTAMP:
         problems.append(Rejection("TIMESTAMP_TOO_OLD", f"interval_start {start.isoformat()} is before 2000"))
+    elif (day := local_date(start)) < bounds.first_tracked_day:
+        problems.append(Rejection(
+            "OUTSIDE_REVISION_WINDOW",
+            f"interval_start {start.isoformat()} is more than {limits.revision_days} days before {now.isoformat()}; "
+            "intervals that old are settled and their revisions no longer tracked",
+        ))
     if problems:
         return _combined(problems)
     return MeterInterval(
-        service_account_id=read["service_account_id"],
-        meter_id=read["meter_id"],
-        interval_start=start,
-        interval_seconds=seconds,
-        kwh=value * KWH_PER_UNIT[unit],
-        quality=read["quality"],
-        revision=read["revision"],
-        read_at=read["read_at"],
+        read["service_account_id"], read["meter_id"], start, seconds, value * kwh_per_unit, read["quality"],
+        read["revision"], read["read_at"], day,
     )
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    """The limits as they apply at one "now": computed once per batch, not per read."""
+
+    latest: datetime  # no timestamp may be later
+    first_tracked_day: date
+    most_kwh: dict[int, Decimal]  # the physical maximum per interval length
+
+
+@lru_cache(maxsize=64)
+def _bounds(now: datetime, limits: TelemetryLimits) -> _Bounds:
+    return _Bounds(
+        latest=now + limits.clock_skew,
+        first_tracked_day=first_tracked_day(now, limits),
+        most_kwh={seconds: limits.max_demand_kw * seconds / 3600 for seconds in INTERVAL_LENGTHS},
+    )
+
+
+@lru_cache(maxsize=64)  # called per record with the batch's "now"
+def first_tracked_day(now: datetime, limits: TelemetryLimits) -> date:
+    """The oldest local day whose intervals are still accepted; state for earlier days expires."""
+    return local_date(now) - timedelta(days=limits.revision_days)
 
 
 class Verdict(str, Enum):
@@ -181,6 +209,54 @@ def reconcile(seen: SeenInterval | None, interval: MeterInterval, partition: int
     return Verdict.CONFLICT, seen
 
 
+@dataclass
+class MeterReadsOutcome:
+    """What one partition's batch of meter reads comes to."""
+
+    intervals: list[dict] = field(default_factory=list)  # clean MeterInterval records to emit
+    rejections: list[tuple[int, Rejection]] = field(default_factory=list)  # (input offset, why)
+    days: dict[str, dict] = field(default_factory=dict)  # remembered days that changed: day key → slots
+    verdicts: dict[Verdict, int] = field(default_factory=lambda: dict.fromkeys(Verdict, 0))
+
+
+def ingest_meter_reads(
+    reads: list[tuple[int, dict]], partition: int, remembered: Callable[[str], dict | None],
+    now: datetime, limits: TelemetryLimits,
+) -> MeterReadsOutcome:
+    """Validate and reconcile one partition's reads, given in offset order as (offset, read).
+
+    ``remembered(day_key)`` returns the remembered slots of a meter day
+    (``{interval_start_ms: SeenInterval state}``) or None. Reads are grouped by meter day, so
+    each day is looked up and rewritten once per batch.
+    """
+    outcome = MeterReadsOutcome()
+    by_day: dict[str, list[tuple[int, MeterInterval]]] = defaultdict(list)
+    for offset, read in reads:
+        result = validate_meter_read(read, now, limits)
+        if isinstance(result, Rejection):
+            outcome.rejections.append((offset, result))
+        else:
+            by_day[result.day_key].append((offset, result))
+    for day_key, items in by_day.items():
+        day = remembered(day_key) or {}
+        changed = False
+        for offset, interval in items:
+            slot = interval.slot
+            state = day.get(slot)
+            verdict, seen = reconcile(SeenInterval.from_state(state) if state else None, interval, partition, offset)
+            outcome.verdicts[verdict] += 1
+            if verdict is Verdict.CONFLICT:
+                outcome.rejections.append((offset, conflict_rejection(interval)))
+            elif verdict in (Verdict.NEW, Verdict.REVISION, Verdict.REPLAY):
+                outcome.intervals.append(interval.as_record(seen.supersedes))
+                if verdict is not Verdict.REPLAY:
+                    day[slot] = seen.to_state()
+                    changed = True
+        if changed:
+            outcome.days[day_key] = day
+    return outcome
+
+
 def conflict_rejection(interval: MeterInterval) -> Rejection:
     return Rejection(
         "CONFLICTING_REVISION",
@@ -211,9 +287,9 @@ class DeviceSnapshot:
 
 def validate_thermostat_state(state: dict, now: datetime, limits: TelemetryLimits) -> Rejection | None:
     problems: list[Rejection] = []
-    for field in ("thermostat_serial", "service_account_id"):
-        if not state[field].strip():
-            problems.append(Rejection("MISSING_ID", f"{field} is empty"))
+    for name in ("thermostat_serial", "service_account_id"):
+        if not state[name].strip():
+            problems.append(Rejection("MISSING_ID", f"{name} is empty"))
     low, high = limits.setpoint_range_f
     setpoint = state["cool_setpoint_f"]
     if setpoint is not None and not low <= setpoint <= high:

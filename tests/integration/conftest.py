@@ -42,9 +42,10 @@ class IsolatedSystem:
     async def create_topics(self) -> None:
         await isolated_topics(self.settings, self.providers)
 
-    def service(self, service: str) -> ServiceProcess:
+    def service(self, service: str, **env: str) -> ServiceProcess:
+        """A worker on this system's topics; ``env`` adds settings (e.g. GRIDFLEX_DATA_DIR)."""
         process = ServiceProcess(
-            service, isolated_env(self.suffix), web_port=free_port(),
+            service, isolated_env(self.suffix, **env), web_port=free_port(),
             log_path=LOG_DIR / f"{service}{self.suffix}.log",
         )
         self.services.append(process)

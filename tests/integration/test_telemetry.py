@@ -92,6 +92,7 @@ REJECTED = {
     "MISALIGNED_INTERVAL": {"interval_start": utc(2025, 7, 15, 20, 7)},
     "FUTURE_TIMESTAMP": {"interval_start": utc(2025, 7, 16, 13, 0)},
     "TIMESTAMP_TOO_OLD": {"interval_start": utc(1999, 6, 1, 0, 0)},
+    "OUTSIDE_REVISION_WINDOW": {"interval_start": utc(2025, 5, 1, 20, 0)},  # 76 days before NOW
     "MISSING_ID": {"meter_id": ""},
 }
 

@@ -8,7 +8,6 @@ from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
 
-import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gridflex.intervals import IntervalRevisions
@@ -50,11 +49,6 @@ def reads() -> list[dict]:
     return first_pass + corrections
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open bug: sometimes the worker restarted after SIGKILL reports ready but consumes nothing "
-           "(seen twice, with and without static membership); under investigation, see issue 2's note",
-)
 async def test_a_crash_mid_stream_loses_nothing_and_downstream_sees_each_revision_once(isolated_system_factory):
     system = isolated_system_factory("crash")
     await system.create_topics()

@@ -1,0 +1,176 @@
+"""Changelog-backed key-value state for batch pipelines: RocksDB on disk, Kafka as the truth.
+
+The same design as a Faust table, for a pipeline that consumes with plain aiokafka: each input
+partition owns one RocksDB database (through rocksdict) and one partition of a compacted
+changelog topic. A batch's writes are visible at once to later batches (``pending``), sent to
+the changelog after the batch's outputs are acknowledged, then written to RocksDB together
+with the changelog offset they reach (the checkpoint). On assignment, a store replays the
+changelog from its checkpoint, so a restart, a rebalance or a lost disk recovers the state.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from rocksdict import Options, Rdict, WriteBatch
+
+log = structlog.get_logger(__name__)
+
+CHECKPOINT_KEY = b"\x00changelog-offset"  # sorts before every state key
+RESTORE_PROGRESS_EVERY_S = 5.0
+
+
+def encode_value(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def decode_value(data: bytes) -> Any:
+    return json.loads(data)
+
+
+@dataclass
+class WriteSet:
+    """One batch's writes to one store: what goes to the changelog, then to disk."""
+
+    store: "PartitionStore"
+    values: dict[bytes, bytes | None] = field(default_factory=dict)  # None deletes
+
+
+class PartitionStore:
+    """The state of one input partition."""
+
+    def __init__(self, path: Path, changelog: TopicPartition):
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.changelog = changelog
+        self.db = Rdict(str(path), options=Options(raw_mode=True))
+        self.pending: dict[bytes, bytes | None] = {}  # written by batches not yet on disk
+        self.expired_before: str | None = None  # the key bound of the last expiry sweep
+        self._writes = WriteSet(self)
+
+    @property
+    def checkpoint(self) -> int:
+        """Offset of the last changelog record reflected on disk; -1 when none."""
+        data = self.db.get(CHECKPOINT_KEY)
+        return int(data) if data is not None else -1
+
+    def get(self, key: str) -> Any:
+        raw_key = key.encode()
+        data = self.pending[raw_key] if raw_key in self.pending else self.db.get(raw_key)
+        return decode_value(data) if data is not None else None
+
+    def put(self, key: str, value: Any) -> None:
+        data = encode_value(value)
+        self.pending[key.encode()] = data
+        self._writes.values[key.encode()] = data
+
+    def delete(self, key: str) -> None:
+        self.pending[key.encode()] = None
+        self._writes.values[key.encode()] = None
+
+    def keys_before(self, bound: str) -> Iterator[str]:
+        """Keys on disk that sort before ``bound`` (state keys that start with a date expire this way)."""
+        raw_bound = bound.encode()
+        for raw_key in self.db.keys(from_key=CHECKPOINT_KEY):
+            if raw_key == CHECKPOINT_KEY:
+                continue
+            if raw_key >= raw_bound:
+                break
+            if raw_key in self.pending and self.pending[raw_key] is None:
+                continue
+            yield raw_key.decode()
+
+    def seal(self) -> WriteSet | None:
+        """The writes made since the last seal, to be sent to the changelog."""
+        writes, self._writes = self._writes, WriteSet(self)
+        return writes if writes.values else None
+
+    def persist(self, writes: WriteSet, changelog_offset: int) -> None:
+        """Write a batch's changes to disk once the changelog holds them."""
+        batch = WriteBatch(raw_mode=True)
+        for key, value in writes.values.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        batch.put(CHECKPOINT_KEY, str(changelog_offset).encode())
+        self.db.write(batch)
+        for key, value in writes.values.items():
+            if self.pending.get(key, b"") is value:  # not overwritten by a later batch
+                del self.pending[key]
+
+    def apply_changelog(self, records: list[tuple[bytes, bytes | None, int]]) -> None:
+        batch = WriteBatch(raw_mode=True)
+        for key, value, _ in records:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        batch.put(CHECKPOINT_KEY, str(records[-1][2]).encode())
+        self.db.write(batch)
+
+    def wipe(self) -> None:
+        self.db.close()
+        Rdict.destroy(str(self.path))
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.db = Rdict(str(self.path), options=Options(raw_mode=True))
+        self.pending.clear()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+async def restore(stores: list[PartitionStore], bootstrap_servers: str, name: str) -> int:
+    """Bring each store up to the end of its changelog partition; returns records replayed."""
+    if not stores:
+        return 0
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        partitions = [store.changelog for store in stores]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        behind: dict[TopicPartition, PartitionStore] = {}
+        for store in stores:
+            checkpoint, end = store.checkpoint, ends[store.changelog]
+            if checkpoint >= end:
+                # The changelog is shorter than what the disk remembers: it was recreated.
+                log.warning("local state is ahead of its changelog; rebuilding", store=name,
+                            partition=store.changelog.partition, checkpoint=checkpoint, changelog_end=end)
+                store.wipe()
+                checkpoint = -1
+            if checkpoint + 1 < end:
+                consumer.seek(store.changelog, checkpoint + 1)
+                behind[store.changelog] = store
+        total = sum(ends[tp] - (store.checkpoint + 1) for tp, store in behind.items())
+        replayed, last_report = 0, time.monotonic()
+        if behind:
+            log.info("restoring state from changelog", store=name, partitions=sorted(tp.partition for tp in behind),
+                     records_at_most=total)
+        while behind:
+            fetched = await consumer.getmany(*behind, timeout_ms=500, max_records=10_000)
+            for tp, messages in fetched.items():
+                if messages:
+                    behind[tp].apply_changelog([(m.key, m.value, m.offset) for m in messages])
+                    replayed += len(messages)
+            for tp in list(behind):
+                if await consumer.position(tp) >= ends[tp]:
+                    del behind[tp]
+            if time.monotonic() - last_report > RESTORE_PROGRESS_EVERY_S:
+                log.info("restoring state", store=name, records_replayed=replayed, records_at_most=total)
+                last_report = time.monotonic()
+        if replayed:
+            log.info("state restored", store=name, records_replayed=replayed)
+        return replayed
+    finally:
+        await consumer.stop()
