@@ -30,7 +30,7 @@ from typing import Any, Awaitable, Callable
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, IllegalStateError, TopicAlreadyExistsError
+from aiokafka.errors import CommitFailedError, ConsumerStoppedError, IllegalStateError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 from mode import Service
 
@@ -41,6 +41,7 @@ from gridflex.state import PartitionStore, WriteSet, restore
 log = structlog.get_logger(__name__)
 
 COMMITS_IN_FLIGHT = 4  # batches processed ahead of their commit; bounds memory and replay after a crash
+STOP_TIMEOUT_S = 30.0
 
 
 @dataclass(slots=True)
@@ -54,7 +55,7 @@ class InputRecord:
     value: dict | Undecodable
 
 
-@dataclass
+@dataclass(slots=True)
 class Output:
     topic: str  # full topic name
     key: bytes
@@ -153,7 +154,7 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
 
     def __init__(
         self, *, service: str, group_id: str, topic: str, topic_suffix: str, handler: Handler,
-        codecs: Callable[[str], RecordCodec], bootstrap_servers: str, instance_id: str | None,
+        codecs: Callable[[str], RecordCodec], bootstrap_servers: str, replication_factor: int, instance_id: str | None,
         state_dir: Path, state_name: str, dead_letter_topic: str, clock: Any,
         batch_size: int, batch_within_s: float, **kwargs: Any,
     ):
@@ -165,6 +166,7 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
         self.handler = handler
         self.codec_for = lru_cache(maxsize=None)(codecs)
         self.bootstrap_servers = bootstrap_servers
+        self.replication_factor = replication_factor
         self.instance_id = instance_id
         self.state_dir = state_dir / state_name
         self.changelog_topic = f"{group_id}-{state_name}-changelog"
@@ -213,7 +215,10 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
     async def on_stop(self) -> None:
         if self._consumer is not None:
             async with self._processing:
-                await self._drain_commits()
+                try:
+                    await asyncio.wait_for(self._drain_commits(), STOP_TIMEOUT_S)
+                except asyncio.TimeoutError:
+                    log.warning("stopping with batches not committed; they will be read again", topic=self.topic)
                 await self._consumer.stop()
         if self._producer is not None:
             await self._producer.stop()
@@ -225,11 +230,15 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=f"{self.service}-admin")
         await admin.start()
         try:
-            described = await admin.describe_topics([source])
-            partitions = len(described[0]["partitions"])
+            [described] = await admin.describe_topics([source])
+            if described["error_code"] or not described["partitions"]:
+                raise RuntimeError(f"topic {source} does not exist: create the catalogue's topics "
+                                   "(`gridflex topics create`) before starting the service")
+            partitions = len(described["partitions"])
             try:
                 await admin.create_topics([NewTopic(
-                    self.changelog_topic, partitions, 1, topic_configs={"cleanup.policy": "compact"},
+                    self.changelog_topic, partitions, self.replication_factor,
+                    topic_configs={"cleanup.policy": "compact"},
                 )])
             except TopicAlreadyExistsError:
                 pass
@@ -269,7 +278,12 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
         consumer = self._consumer
         codec = self.codec_for(self.topic)
         while not self.should_stop:
-            fetched = await consumer.getmany(timeout_ms=self.batch_within_ms, max_records=self.batch_size)
+            try:
+                fetched = await consumer.getmany(timeout_ms=self.batch_within_ms, max_records=self.batch_size)
+            except ConsumerStoppedError:
+                return  # stopping
+            if self.should_stop:
+                return  # fetched while on_stop waited for the last batch: read again after restart
             if not fetched:
                 continue
             async with self._processing:
@@ -285,13 +299,18 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
                 self._batch_seconds.observe(time.perf_counter() - started)
 
     async def _queue_commit(self, batch: Batch, offsets: dict[TopicPartition, int]) -> None:
-        by_partition: dict[TopicPartition, list[tuple[bytes, bytes]]] = defaultdict(list)
-        counts: dict[str, int] = defaultdict(int)
+        by_topic: dict[str, list[Output]] = defaultdict(list)
         for output in batch.outputs:
-            partition = key_partition(output.key, await self._partition_count(output.topic))
-            by_partition[TopicPartition(output.topic, partition)].append((output.key, output.value))
-            counts[output.topic] += 1
-        deliveries = [delivery for tp, records in by_partition.items() for delivery in await self._send(tp, records)]
+            by_topic[output.topic].append(output)
+        deliveries: list[_Delivery] = []
+        for topic, outputs in by_topic.items():
+            partitions = await self._partition_count(topic)
+            by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+            for output in outputs:
+                by_partition[key_partition(output.key, partitions)].append((output.key, output.value))
+            for partition, records in by_partition.items():
+                deliveries += await self._send(TopicPartition(topic, partition), records)
+        counts = {topic: len(outputs) for topic, outputs in by_topic.items()}
         writes = [w for w in (store.seal() for store in self.stores.values()) if w is not None]
         pending = _PendingCommit(deliveries, counts, writes, offsets, [r.timestamp_ms for r in batch.records])
         await self._commits.put(pending)
@@ -313,7 +332,8 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
 
     @Service.task
     async def _commit(self) -> None:
-        while not self.should_stop:
+        # Runs until cancelled, after on_stop has drained what was queued.
+        while True:
             pending = await self._commits.get()
             try:
                 await self._complete(pending)

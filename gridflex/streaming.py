@@ -72,11 +72,10 @@ class ServiceRuntime:
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=settings.commit_interval_s,
             consumer_group_instance_id=settings.instance_id or None,
-            topic_replication_factor=1,
+            topic_replication_factor=settings.replication_factor,
             topic_allow_declare=True,  # Faust's own changelog topics; catalogue topics are created by `gridflex topics create`
             producer_linger_ms=5,
             producer_max_batch_size=256 * 1024,
-            stream_buffer_maxsize=settings.batch_size * 4,
             web_bind=settings.web_host,
             web_port=web_port,
             # Faust's assignor puts this URL in the group metadata and asserts it on every
@@ -153,7 +152,7 @@ class ServiceRuntime:
         pipeline = BatchPipeline(
             service=self.service, group_id=f"{self.app.conf.id}-{topic}", topic=topic,
             topic_suffix=self.settings.topic_suffix, handler=handler, codecs=codecs.for_topic,
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            bootstrap_servers=self.settings.kafka_bootstrap, replication_factor=self.settings.replication_factor,
             instance_id=f"{self.settings.instance_id}-{topic}" if self.settings.instance_id else None,
             state_dir=self.state_dir, state_name=state_name,
             dead_letter_topic=DEAD_LETTER_TOPIC, clock=self.clock,

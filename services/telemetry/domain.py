@@ -129,7 +129,7 @@ def validate_meter_read(read: dict, now: datetime, limits: TelemetryLimits) -> M
         problems.append(Rejection("FUTURE_TIMESTAMP", f"read_at {read['read_at'].isoformat()} is after {now.isoformat()}"))
     if start < EARLIEST_TIMESTAMP:
         problems.append(Rejection("TIMESTAMP_TOO_OLD", f"interval_start {start.isoformat()} is before 2000"))
-    elif (day := local_date(start)) < bounds.first_tracked_day:
+    elif (day := _local_date(start)) < bounds.first_tracked_day:
         problems.append(Rejection(
             "OUTSIDE_REVISION_WINDOW",
             f"interval_start {start.isoformat()} is more than {limits.revision_days} days before {now.isoformat()}; "
@@ -141,6 +141,12 @@ def validate_meter_read(read: dict, now: datetime, limits: TelemetryLimits) -> M
         read["service_account_id"], read["meter_id"], start, seconds, value * kwh_per_unit, read["quality"],
         read["revision"], read["read_at"], day,
     )
+
+
+@lru_cache(maxsize=8192)
+def _local_date(start: datetime) -> date:
+    """Every meter reports the same interval starts: their local day is looked up, not recomputed."""
+    return local_date(start)
 
 
 @dataclass(frozen=True)
@@ -176,9 +182,10 @@ class Verdict(str, Enum):
     CONFLICT = "conflict"  # the same revision with different content: dead letter
 
 
-@dataclass(frozen=True)
-class SeenInterval:
-    """What the service remembers of an interval: the revision it emitted and where it came from."""
+class SeenInterval(NamedTuple):
+    """What the service remembers of an interval: the revision it emitted and where it came from.
+
+    (A named tuple, like MeterInterval: one is made per read.)"""
 
     revision: int
     digest: str
@@ -187,7 +194,7 @@ class SeenInterval:
     supersedes: int | None
 
     def to_state(self) -> list:
-        return [self.revision, self.digest, self.partition, self.offset, self.supersedes]
+        return list(self)
 
     @classmethod
     def from_state(cls, state: list) -> "SeenInterval":

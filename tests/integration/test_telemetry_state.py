@@ -8,7 +8,8 @@ import time
 from datetime import timedelta
 from decimal import Decimal
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from gridflex.topics import METER_INTERVALS, METER_READS
 from tests.integration.test_telemetry import NOW, a_read, dead_letters_for, intervals_of, new_account, send_reads
@@ -111,3 +112,31 @@ async def test_a_second_worker_takes_over_partitions_with_their_revision_memory(
     [consumed] = [float(line.rsplit(" ", 1)[1]) for line in second.metrics().splitlines()
                   if line.startswith('gridflex_records_in_total{service="telemetry",topic="utility.meter-reads.v1"}')]
     assert consumed > 0
+
+
+async def test_a_graceful_stop_commits_everything_it_emitted(isolated_system_factory):
+    system = isolated_system_factory("stop")
+    await system.create_topics()
+    await system.tick(NOW)
+    accounts = [new_account() for _ in range(12)]
+    worker = system.service("telemetry").start()
+    await send_reads(system, *(a_read(account, hour=hour) for account in accounts for hour in range(24)))
+    assert all(len(found) == 24 for found in (await intervals_by_account(system, accounts, expect=24)).values())
+
+    started = time.monotonic()
+    worker.stop()
+    assert worker.process.returncode is not None and worker.process.returncode >= 0, "stopped by SIGTERM, not killed"
+    assert time.monotonic() - started < 20
+    # Its consumer group committed up to the end of every partition: a restart reads nothing again.
+    source = f"{METER_READS}{system.suffix}"
+    consumer = AIOKafkaConsumer(source, bootstrap_servers=system.settings.kafka_bootstrap, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(bootstrap_servers=system.settings.kafka_bootstrap)
+    await consumer.start()
+    await admin.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(source, p) for p in consumer.partitions_for_topic(source)])
+        offsets = await admin.list_consumer_group_offsets(f"gridflex-telemetry{system.suffix}-{METER_READS}")
+    finally:
+        await consumer.stop()
+        await admin.close()
+    assert {tp: offsets[tp].offset for tp in offsets} == ends
