@@ -74,7 +74,7 @@ PROFILE_AREAS: list[Area] = [
     ("Kafka connections (aiokafka conn, client)", ("aiokafka/conn.py", "aiokafka/client.py")),
     ("the batch loop (gridflex/batch.py, telemetry app.py), outside the above",
      ("gridflex/batch.py", "services/telemetry/app.py")),
-    ("Faust worker (thermostat agent, timers, web)", ("faust/", "mode/")),
+    ("Faust worker (lifecycle, timers, web)", ("faust/", "mode/")),
     ("epoll select (waiting for or polling sockets)", ("EpollSelector.select",)),
 ]
 

@@ -12,8 +12,8 @@ What it shows, on the local stack (`make up`) and nothing else:
 - what a real feed carries too, labelled as it goes: estimated reads revised later, an exact
   re-delivery, a late old revision, a negative value, an unknown unit, a misaligned interval, a
   meter with a fast clock and bytes that are not Avro; and thermostats on two providers' topics
-  (their midnight states go first, and the demo waits until the service, which discovers partner
-  topics every 10 s, has subscribed and reported them);
+  (their midnight states go first, and the demo waits until the service, which subscribes to
+  every provider's topic by pattern, has reported them);
 - at the end, read back from the service's outputs and checked against what was sent: clean
   intervals vs dead letters by reason code, the reconciliation counters, the day's load per
   profile (kWh, peak hour) from the clean output, and the device status changes.
@@ -194,7 +194,8 @@ async def stream_day(
     # Everything sent is handled by now, unless the service fell behind or dropped something.
     await wait_for_reads(service, sent)
     expected_changes = len(scenario.expected_device_changes())
-    metrics = await wait_until(service, lambda m: sum(m.device_changes.values()) >= expected_changes, QUIET_S)
+    metrics = await wait_until(service, lambda m: sum(m.device_changes.values()) >= expected_changes and m.settled,
+                               QUIET_S)
     metrics = metrics or await scrape(service)
 
     print("\nreading back the service's output topics …")
@@ -217,13 +218,12 @@ async def stream_day(
 async def open_day(producer: RecordProducer, service: ServiceProcess, scenario: DayScenario) -> None:
     """Send the thermostats' midnight states and wait until the service reports them.
 
-    The service finds partner topics by listing them every 10 s and subscribes after a
-    rebalance; once the first device changes come out, it is subscribed and settled.
+    The service subscribes to the providers' topics by pattern; once the first device changes
+    come out, it is subscribed and settled.
     """
     await send_records(producer, scenario.opening_states)
     expected = sum(len(record.changes) for record in scenario.opening_states)
-    print(f"waiting for the service to subscribe to the partner topics ({', '.join(PROVIDERS)}; "
-          f"discovered every 10 s) … ", end="", flush=True)
+    print(f"waiting for the service to report the thermostats of {', '.join(PROVIDERS)} … ", end="", flush=True)
     waited = time.monotonic()
     metrics = await wait_until(service, lambda m: sum(m.device_changes.values()) >= expected, DEVICE_TIMEOUT_S)
     if metrics is None:
@@ -243,7 +243,7 @@ async def wait_for_reads(service: ServiceProcess, count: int) -> TelemetryMetric
         except OSError:  # the web server can be briefly unavailable while the worker rebalances
             pass
         else:
-            if metrics.reads_handled >= count:
+            if metrics.reads_handled >= count and metrics.settled:
                 return metrics
             if metrics.snapshot != last_snapshot:
                 last_snapshot, quiet_since = metrics.snapshot, time.monotonic()

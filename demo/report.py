@@ -64,6 +64,15 @@ class TelemetryMetrics:
         return sum(n for verdict, n in self.verdicts.items() if verdict != "replay") + self.meter_dead_letters
 
     @property
+    def settled(self) -> bool:
+        """Every output decided so far is acknowledged by Kafka (outputs are counted on
+        acknowledgement, decisions when they are made)."""
+        emitted = sum(n for verdict, n in self.verdicts.items() if verdict in ("new", "revision", "replay"))
+        return (self.records_out[METER_INTERVALS] == emitted
+                and self.records_out[DEAD_LETTERS] == sum(self.dead_letters.values())
+                and self.records_out[DEVICE_STATUS] == sum(self.device_changes.values()))
+
+    @property
     def snapshot(self) -> tuple:
         """Everything that moves when the service handles a record."""
         return (tuple(sorted(self.verdicts.items())), tuple(sorted(self.records_out.items())),

@@ -29,6 +29,7 @@ from typing import Any, Awaitable, Callable
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, ConsumerStoppedError, IllegalStateError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
@@ -40,6 +41,7 @@ from gridflex.state import PartitionStore, WriteSet, restore
 
 log = structlog.get_logger(__name__)
 
+PATTERN_REFRESH_S = 5.0  # metadata refresh: a new topic matching a pattern is subscribed within this
 COMMITS_IN_FLIGHT = 4  # batches processed ahead of their commit; bounds memory and replay after a crash
 STOP_TIMEOUT_S = 30.0
 
@@ -153,7 +155,8 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
     """Consumes ``topic`` in batches through ``handler``, with per-partition changelog state."""
 
     def __init__(
-        self, *, service: str, group_id: str, topic: str, topic_suffix: str, handler: Handler,
+        self, *, service: str, group_id: str, topic: str, pattern: str | None, partitions: int,
+        topic_suffix: str, handler: Handler,
         codecs: Callable[[str], RecordCodec], bootstrap_servers: str, replication_factor: int, instance_id: str | None,
         state_dir: Path, state_name: str, dead_letter_topic: str, clock: Any,
         batch_size: int, batch_within_s: float, **kwargs: Any,
@@ -161,7 +164,9 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
         super().__init__(**kwargs)
         self.service = service
         self.group_id = group_id
-        self.topic = topic
+        self.topic = topic  # a catalogue topic, or a partner template when ``pattern`` is set
+        self.pattern = pattern  # regex of every provider's topic made from the template
+        self.partitions = partitions
         self.topic_suffix = topic_suffix
         self.handler = handler
         self.codec_for = lru_cache(maxsize=None)(codecs)
@@ -197,7 +202,7 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
 
     async def on_start(self) -> None:
         source = self.topic_name(self.topic)
-        await self._create_changelog(source)
+        await self._create_changelog(None if self.pattern else source)
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap_servers, acks="all", enable_idempotence=True,
             linger_ms=5, max_batch_size=512 * 1024, client_id=f"{self.service}-{self.topic}",
@@ -207,10 +212,17 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
             bootstrap_servers=self.bootstrap_servers, group_id=self.group_id,
             group_instance_id=self.instance_id or None, enable_auto_commit=False,
             auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024,
+            # Range assignment gives one worker partition p of every matching topic, so one
+            # worker at a time writes changelog partition p.
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            metadata_max_age_ms=int(PATTERN_REFRESH_S * 1000),  # how soon a new provider's topic is read
             client_id=f"{self.service}-{self.topic}",
         )
         await self._consumer.start()
-        self._consumer.subscribe([source], listener=self)
+        if self.pattern:
+            self._consumer.subscribe(pattern=self.pattern, listener=self)
+        else:
+            self._consumer.subscribe([source], listener=self)
 
     async def on_stop(self) -> None:
         if self._consumer is not None:
@@ -226,18 +238,23 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
             store.close()
         self.stores.clear()
 
-    async def _create_changelog(self, source: str) -> None:
+    async def _create_changelog(self, source: str | None) -> None:
+        """Create the compacted changelog (one partition per input partition) if missing; a
+        named source topic must exist."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=f"{self.service}-admin")
         await admin.start()
         try:
-            [described] = await admin.describe_topics([source])
-            if described["error_code"] or not described["partitions"]:
-                raise RuntimeError(f"topic {source} does not exist: create the catalogue's topics "
-                                   "(`gridflex topics create`) before starting the service")
-            partitions = len(described["partitions"])
+            if source is not None:
+                [described] = await admin.describe_topics([source])
+                if described["error_code"] or not described["partitions"]:
+                    raise RuntimeError(f"topic {source} does not exist: create the catalogue's topics "
+                                       "(`gridflex topics create`) before starting the service")
+                if len(described["partitions"]) != self.partitions:
+                    raise RuntimeError(f"topic {source} has {len(described['partitions'])} partitions; "
+                                       f"the topic catalogue says {self.partitions}")
             try:
                 await admin.create_topics([NewTopic(
-                    self.changelog_topic, partitions, self.replication_factor,
+                    self.changelog_topic, self.partitions, self.replication_factor,
                     topic_configs={"cleanup.policy": "compact"},
                 )])
             except TopicAlreadyExistsError:
@@ -261,6 +278,9 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         opened = []
         for tp in assigned:
+            if tp.partition >= self.partitions:
+                raise RuntimeError(f"{tp.topic} has more partitions than the catalogue's {self.partitions}: "
+                                   "partner topics must be created with `gridflex partner add`")
             if tp.partition not in self.stores:
                 self.stores[tp.partition] = PartitionStore(
                     self.state_dir / f"p{tp.partition}", TopicPartition(self.changelog_topic, tp.partition)

@@ -16,7 +16,6 @@ from typing import Any
 
 import faust
 import structlog
-from aiokafka.admin import AIOKafkaAdminClient
 from aiohttp.web import Response
 from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -30,23 +29,6 @@ from gridflex.settings import ClockMode, ServiceSettings
 from gridflex.topics import CLOCK, DEAD_LETTERS as DEAD_LETTER_TOPIC, TopicCatalogue
 
 log = structlog.get_logger(__name__)
-
-PARTNER_DISCOVERY_INTERVAL_S = 10.0
-# Faust waits this long after a subscription change before resubscribing (45 s by default),
-# to fold several changes into one rebalance. New providers are rare; 5 s keeps onboarding quick.
-RESUBSCRIBE_DELAY_S = 5.0
-
-
-class _SharedTopicNames(list):
-    """A topic-name list that Faust's topic clones share even while it is empty.
-
-    Faust copies ``topics or []`` into every clone of a topic, so an empty plain list would be
-    replaced by a fresh one in the clones an agent iterates; a list that is always truthy is
-    passed along as the same object, and names added later reach every clone.
-    """
-
-    def __bool__(self) -> bool:
-        return True
 
 
 class ServiceRuntime:
@@ -86,9 +68,7 @@ class ServiceRuntime:
         )
         self.app.monitor = ServiceMonitor(service)
         CLOCK_NOW.labels(service).set_function(self._clock_seconds)
-        self.app.topics._resubscribe_sleep_lock_seconds = RESUBSCRIBE_DELAY_S
         self.dead_letter_topic = self.topic(DEAD_LETTER_TOPIC)
-        self._partner_topics: list[tuple[faust.TopicT, re.Pattern]] = []
         self._pipelines: list[BatchPipeline] = []
         self._add_pages()
         if isinstance(self.clock, SimulatedClock):
@@ -106,54 +86,26 @@ class ServiceRuntime:
             self.topic_name(name), key_serializer="utf8", value_serializer=codec_name(spec.value)
         )
 
-    def partner_topics(self, template: str) -> faust.TopicT:
-        """Every provider's topic made from ``template`` (e.g. ``partner.{provider_id}.thermostat-state.v1``).
-
-        Faust's aiokafka driver cannot subscribe by pattern, so matching topics are discovered
-        every few seconds and added to the subscription: a new provider needs no restart.
-        """
-        spec = self.catalogue.partner_templates[template]
-        topic = self.app.topic(key_serializer="utf8", value_serializer=codec_name(spec.value))
-        topic.topics = _SharedTopicNames()
-        pattern = TopicCatalogue.partner_pattern(template).rstrip("$") + re.escape(self.settings.topic_suffix) + "$"
-        self._partner_topics.append((topic, re.compile(pattern)))
-        if len(self._partner_topics) == 1:
-            self.app.timer(PARTNER_DISCOVERY_INTERVAL_S, on_leader=False)(self._discover_partner_topics)
-            self.app.task(self._discover_partner_topics)
-        return topic
-
-    async def _discover_partner_topics(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap, client_id=f"{self.service}-discovery")
-        await admin.start()
-        try:
-            existing = await admin.list_topics()
-        finally:
-            await admin.close()
-        changed = False
-        for topic, pattern in self._partner_topics:
-            found = sorted(name for name in existing if pattern.match(name))
-            new = [name for name in found if name not in topic.topics]
-            if new:
-                log.info("subscribing to new provider topics", topics=new)
-                topic.topics[:] = found  # in place: the agent's clones share this list
-                changed = True
-        if changed:
-            self.app.topics._flag_changes()
-
     # -- batch pipelines ------------------------------------------------------------------------
 
     def batch_pipeline(self, topic: str, handler: Handler, state_name: str) -> BatchPipeline:
         """Consume ``topic`` in large batches outside Faust's per-event path (see gridflex.batch).
 
+        ``topic`` is a catalogue topic or a partner template (``partner.{provider_id}.…``): a
+        template is subscribed by pattern, so a new provider's topic is read without restart.
         Runs in this worker, in its own consumer group, with changelog-backed state named
         ``state_name``; the worker reports healthy only once the pipeline's state is restored.
         """
         codecs = Codecs(self.settings)
+        pattern = None
+        if topic in self.catalogue.partner_templates:
+            pattern = TopicCatalogue.partner_pattern(topic).rstrip("$") + re.escape(self.settings.topic_suffix) + "$"
         pipeline = BatchPipeline(
-            service=self.service, group_id=f"{self.app.conf.id}-{topic}", topic=topic,
+            service=self.service, group_id=f"{self.app.conf.id}-{topic.replace('{provider_id}', 'partners')}",
+            topic=topic, pattern=pattern, partitions=self.catalogue.spec(topic).partitions,
             topic_suffix=self.settings.topic_suffix, handler=handler, codecs=codecs.for_topic,
             bootstrap_servers=self.settings.kafka_bootstrap, replication_factor=self.settings.replication_factor,
-            instance_id=f"{self.settings.instance_id}-{topic}" if self.settings.instance_id else None,
+            instance_id=f"{self.settings.instance_id}-{state_name}" if self.settings.instance_id else None,
             state_dir=self.state_dir, state_name=state_name,
             dead_letter_topic=DEAD_LETTER_TOPIC, clock=self.clock,
             batch_size=self.settings.batch_size, batch_within_s=self.settings.batch_within_s,

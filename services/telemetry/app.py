@@ -1,9 +1,9 @@
-"""Telemetry ingestion service: the Faust app and its wiring.
+"""Telemetry ingestion service: its wiring. Both inputs are high-volume batch pipelines
+(gridflex.batch) running in the service's Faust worker.
 
 - ``utility.meter-reads.v1`` → validate → reconcile revisions → ``gridflex.telemetry.meter-intervals.v1``
-  (a batch pipeline: the high-volume path, see gridflex.batch)
-- ``partner.*.thermostat-state.v1`` → validate → status changes → ``gridflex.telemetry.device-status.v1``
-  (a Faust agent)
+- every ``partner.<provider>.thermostat-state.v1`` (by pattern: a new provider needs no restart)
+  → validate → status changes → ``gridflex.telemetry.device-status.v1``
 - anything rejected → ``gridflex.dead-letters.v1`` with its reason
 
 Delivery is at-least-once: offsets are committed only after the outputs and state changes of a
@@ -18,11 +18,11 @@ from prometheus_client import Counter
 
 from gridflex.batch import Batch
 from gridflex.codec import Undecodable
-from gridflex.metrics import RECORDS_IN, RECORDS_OUT
 from gridflex.streaming import ServiceRuntime
 from gridflex.topics import DEVICE_STATUS, METER_INTERVALS, METER_READS, THERMOSTAT_STATE, provider_of
 from services.telemetry import domain
 from services.telemetry.domain import (
+    DEVICE_CHANGE_KINDS,
     DeviceSnapshot,
     Rejection,
     Verdict,
@@ -46,15 +46,8 @@ runtime = ServiceRuntime(SERVICE, settings, web_port=settings.web_port)
 app = runtime.app
 limits = settings.limits()
 
-thermostat_states = runtime.partner_topics(THERMOSTAT_STATE)
-device_statuses = runtime.topic(DEVICE_STATUS)
-
-# Last accepted state per provider and thermostat.
-devices = app.Table(
-    "devices", partitions=runtime.catalogue.spec(THERMOSTAT_STATE).partitions
-)
-
 _intervals_by_verdict = {verdict: INTERVALS_BY_VERDICT.labels(verdict.value) for verdict in Verdict}
+_device_changes = {change: DEVICE_CHANGES.labels(change) for change in DEVICE_CHANGE_KINDS}
 
 
 async def ingest_meter_reads(batch: Batch) -> None:
@@ -99,26 +92,32 @@ def _expire_seen_intervals(batch: Batch) -> None:
 meter_pipeline = runtime.batch_pipeline(METER_READS, ingest_meter_reads, state_name="seen-intervals")
 
 
-@app.agent(thermostat_states)
-async def ingest_thermostat_states(stream):
-    await runtime.clock.wait_started()
-    async for event in stream.events():
-        provider_id = provider_of(event.message.topic)
-        RECORDS_IN.labels(SERVICE, THERMOSTAT_STATE).inc()
-        state = event.value
-        rejection = _decoded(state) or validate_thermostat_state(state, runtime.now(), limits)
-        if rejection:
-            await runtime.dead_letter(event, rejection.reason_code, rejection.reason)
-            continue
-        key = f"{provider_id}/{state['thermostat_serial']}"
-        previous = devices.get(key)
-        changes, snapshot = device_changes(DeviceSnapshot.from_state(previous) if previous else None, state)
-        for change in changes:
-            await device_statuses.send(key=state["thermostat_serial"], value=device_status(provider_id, state, change))
-            DEVICE_CHANGES.labels(change).inc()
-            RECORDS_OUT.labels(SERVICE, DEVICE_STATUS).inc()
-        if snapshot is not None:
-            devices[key] = snapshot.to_state()
+async def ingest_thermostat_states(batch: Batch) -> None:
+    """Turn a batch of every provider's thermostat states into device status changes.
+
+    The provider is the one named by the topic the record came from, never by the record; the
+    last accepted state of each provider's thermostat is remembered in the partition's store.
+    """
+    for partition, records in batch.by_partition().items():
+        store = batch.store(partition)
+        for record in records:
+            state = record.value
+            rejection = _decoded(state) or validate_thermostat_state(state, batch.now, limits)
+            if rejection:
+                batch.dead_letter(record, rejection.reason_code, rejection.reason)
+                continue
+            provider_id = provider_of(record.topic)
+            key = f"{provider_id}/{state['thermostat_serial']}"
+            previous = store.get(key)
+            changes, snapshot = device_changes(DeviceSnapshot.from_state(previous) if previous else None, state)
+            for change in changes:
+                batch.emit(DEVICE_STATUS, state["thermostat_serial"], device_status(provider_id, state, change))
+                _device_changes[change].inc()
+            if snapshot is not None:
+                store.put(key, snapshot.to_state())
+
+
+thermostat_pipeline = runtime.batch_pipeline(THERMOSTAT_STATE, ingest_thermostat_states, state_name="devices")
 
 
 def _decoded(value) -> Rejection | None:

@@ -313,6 +313,9 @@ def validate_thermostat_state(state: dict, now: datetime, limits: TelemetryLimit
     return _combined(problems) if problems else None
 
 
+DEVICE_CHANGE_KINDS = ("FIRST_SEEN", "WENT_ONLINE", "WENT_OFFLINE", "OVERRIDE")
+
+
 def device_changes(previous: DeviceSnapshot | None, state: dict) -> tuple[list[str], DeviceSnapshot | None]:
     """The status changes a new thermostat state brings, and the snapshot to remember.
 

@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime, timezone
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gridflex import REPO_ROOT, stack
 from gridflex.kafka_io import RecordProducer, read_records
@@ -78,6 +79,18 @@ def isolated_system_factory(running_stack):
     yield make
     for system in systems:
         system.stop()
+
+
+async def records_on(settings: ServiceSettings, topic: str) -> int:
+    """Records written to a catalogue topic so far (the sum of its partitions' end offsets)."""
+    name = f"{topic}{settings.topic_suffix}"
+    consumer = AIOKafkaConsumer(name, bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or []]
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()
 
 
 def utc(*args) -> datetime:

@@ -16,6 +16,7 @@ import pytest
 from fastavro import schemaless_writer
 
 from gridflex.codec import SchemaRegistry
+from gridflex.processes import isolated_topics
 from gridflex.topics import DEAD_LETTERS, DEVICE_STATUS, METER_INTERVALS, METER_READS
 from tests.integration.conftest import IsolatedSystem, utc
 
@@ -180,7 +181,7 @@ async def test_thermostat_states_become_device_status_per_provider(telemetry):
         "override": False,
     }
     offline = {**state, "observed_at": utc(2025, 7, 15, 21, 0), "online": False}
-    # The provider's topic is found by discovery (no restart); keep sending until it is subscribed.
+    # Two state records from one provider's thermostat: first sight, then offline.
     topic = f"partner.{PROVIDERS[1]}.thermostat-state.v1"
     deadline = time.monotonic() + 60
     changes: list[dict] = []
@@ -219,3 +220,22 @@ async def test_metrics_show_throughput_rejects_revisions_latency_and_lag(telemet
         lines = [line for line in metrics.splitlines() if line.startswith(line_start)
                  and ("partition=" not in line or f'topic="{suffixed}"' in line)]
         assert lines, f"{line_start} is not exported"
+
+
+async def test_a_provider_onboarded_while_running_is_read_without_restart(telemetry):
+    # `gridflex partner add initech` while the worker runs: its topics appear, nothing restarts.
+    await isolated_topics(telemetry.settings, ("initech",))
+    serial = f"T-{uuid.uuid4().hex[:8]}"
+    state = {
+        "thermostat_serial": serial, "service_account_id": new_account(), "observed_at": utc(2025, 7, 15, 20, 0),
+        "online": True, "hvac_mode": "COOL", "cool_setpoint_f": 76.0, "indoor_temp_f": 75.0, "event_id": None,
+        "override": False,
+    }
+    async with telemetry.producer() as producer:
+        await producer.send("partner.initech.thermostat-state.v1", serial, state)
+    deadline = time.monotonic() + 60
+    changes: list[dict] = []
+    while time.monotonic() < deadline and not changes:
+        await asyncio.sleep(1)
+        changes = [r.value for r in await telemetry.read(DEVICE_STATUS, idle_timeout=0.5) if r.key == serial]
+    assert [(c["change"], c["provider_id"]) for c in changes] == [("FIRST_SEEN", "initech")]

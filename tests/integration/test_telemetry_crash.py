@@ -8,27 +8,14 @@ from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gridflex.intervals import IntervalRevisions
 from gridflex.topics import METER_INTERVALS, METER_READS
-from tests.integration.conftest import utc
+from tests.integration.conftest import records_on, utc
 
 ACCOUNTS = 400
 HOURS = 120
 REVISED_HOURS = 10  # each account's first 10 hours get a revision 1 after everything else
-
-
-async def output_count(settings) -> int:
-    """Records on the clean topic so far (sum of partition end offsets)."""
-    name = f"{METER_INTERVALS}{settings.topic_suffix}"
-    consumer = AIOKafkaConsumer(name, bootstrap_servers=settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or []]
-        return sum((await consumer.end_offsets(partitions)).values())
-    finally:
-        await consumer.stop()
 
 
 def reads() -> list[dict]:
@@ -63,16 +50,16 @@ async def test_a_crash_mid_stream_loses_nothing_and_downstream_sees_each_revisio
     # The service starts; once part of the input is out, it is killed without warning.
     service = system.service("telemetry").start()
     deadline = time.monotonic() + 120
-    while await output_count(system.settings) < len(expected) // 3 and time.monotonic() < deadline:
+    while await records_on(system.settings, METER_INTERVALS) < len(expected) // 3 and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     service.kill()
-    emitted_before_crash = await output_count(system.settings)
+    emitted_before_crash = await records_on(system.settings, METER_INTERVALS)
     assert 0 < emitted_before_crash < len(expected), "the crash must land mid-stream"
 
     # Restarted on the same consumer group and state, it finishes the input.
     service.start()
     deadline = time.monotonic() + 90
-    while await output_count(system.settings) < len(expected) and time.monotonic() < deadline:
+    while await records_on(system.settings, METER_INTERVALS) < len(expected) and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
     await asyncio.sleep(2)  # let any straggling re-emissions land before reading
     output = sorted(await system.read(METER_INTERVALS, idle_timeout=2), key=lambda r: (r.partition, r.offset))

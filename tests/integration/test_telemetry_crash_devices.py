@@ -1,0 +1,45 @@
+"""Thermostat states (a Faust agent) across a SIGKILL: every device's first status still comes out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+from gridflex.topics import DEVICE_STATUS
+from tests.integration.conftest import records_on, utc
+
+PROVIDER = "acme-energy"
+DEVICES = 20_000
+
+
+async def test_a_crash_mid_stream_loses_no_device_status(isolated_system_factory):
+    system = isolated_system_factory("crash-devices", providers=(PROVIDER,))
+    await system.create_topics()
+    await system.tick(utc(2025, 7, 16, 12))
+    observed = utc(2025, 7, 16, 11)
+    topic = f"partner.{PROVIDER}.thermostat-state.v1"
+    async with system.producer() as producer:
+        for device in range(DEVICES):
+            serial = f"T-{device:05d}"
+            await producer.send(topic, serial, {
+                "thermostat_serial": serial, "service_account_id": f"SA-{device:05d}",
+                "observed_at": observed + timedelta(seconds=device % 60), "online": True, "hvac_mode": "COOL",
+                "cool_setpoint_f": 76.0, "indoor_temp_f": 75.0, "event_id": None, "override": False,
+            })
+
+    service = system.service("telemetry").start()
+    deadline = time.monotonic() + 90
+    while await records_on(system.settings, DEVICE_STATUS) < DEVICES // 4 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    service.kill()
+    before = await records_on(system.settings, DEVICE_STATUS)
+    assert 0 < before < DEVICES, "the crash must land mid-stream"
+
+    service.start()
+    deadline = time.monotonic() + 90
+    while await records_on(system.settings, DEVICE_STATUS) < DEVICES and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    seen = {r.value["thermostat_serial"] for r in await system.read(DEVICE_STATUS, idle_timeout=1)
+            if r.value["change"] == "FIRST_SEEN"}
+    assert len(seen) == DEVICES
