@@ -139,4 +139,5 @@ async def test_a_graceful_stop_commits_everything_it_emitted(isolated_system_fac
     finally:
         await consumer.stop()
         await admin.close()
-    assert {tp: offsets[tp].offset for tp in offsets} == ends
+    # (A partition that never held a record has nothing to commit.)
+    assert {tp: offsets[tp].offset for tp in offsets} == {tp: end for tp, end in ends.items() if end}
