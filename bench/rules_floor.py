@@ -50,4 +50,5 @@ def process_batch(batch: list[bytes], first_offset: int, reads: RecordCodec, int
     for interval in outcome.intervals:
         intervals.encode(interval)
     for day_key, day in outcome.days.items():
-        seen_intervals[day_key] = encode_value(day) and day
+        encode_value(day)  # what the worker's store pays for each changed day
+        seen_intervals[day_key] = day

@@ -148,7 +148,7 @@ class _PendingCommit:
     output_counts: dict[str, int]
     writes: list[WriteSet]
     offsets: dict[TopicPartition, int]  # next offset to read, per partition
-    latest_timestamps_ms: list[int] = field(default_factory=list)
+    timestamps_ms: list[int] = field(default_factory=list)  # of the batch's input records
 
 
 class BatchPipeline(Service, ConsumerRebalanceListener):
@@ -157,7 +157,7 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
     def __init__(
         self, *, service: str, group_id: str, topic: str, pattern: str | None, partitions: int,
         topic_suffix: str, handler: Handler,
-        codecs: Callable[[str], RecordCodec], bootstrap_servers: str, replication_factor: int, instance_id: str | None,
+        codec_for: Callable[[str], RecordCodec], bootstrap_servers: str, replication_factor: int, instance_id: str | None,
         state_dir: Path, state_name: str, dead_letter_topic: str, clock: Any,
         batch_size: int, batch_within_s: float, **kwargs: Any,
     ):
@@ -169,7 +169,7 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
         self.partitions = partitions
         self.topic_suffix = topic_suffix
         self.handler = handler
-        self.codec_for = lru_cache(maxsize=None)(codecs)
+        self.codec_for = lru_cache(maxsize=None)(codec_for)  # one codec per topic
         self.bootstrap_servers = bootstrap_servers
         self.replication_factor = replication_factor
         self.instance_id = instance_id
@@ -228,7 +228,7 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
         if self._consumer is not None:
             async with self._processing:
                 try:
-                    await asyncio.wait_for(self._drain_commits(), STOP_TIMEOUT_S)
+                    await asyncio.wait_for(self._commits.join(), STOP_TIMEOUT_S)
                 except asyncio.TimeoutError:
                     log.warning("stopping with batches not committed; they will be read again", topic=self.topic)
                 await self._consumer.stop()
@@ -267,7 +267,7 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         self.ready.clear()
         async with self._processing:
-            await self._drain_commits()
+            await self._commits.join()
             for tp in revoked:
                 store = self.stores.pop(tp.partition, None)
                 if store is not None:
@@ -377,15 +377,12 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
             return
         self._observe_commit(pending)
 
-    async def _drain_commits(self) -> None:
-        await self._commits.join()
-
     def _observe_commit(self, pending: _PendingCommit) -> None:
         now = time.time()
         for topic, count in pending.output_counts.items():
             RECORDS_OUT.labels(self.service, topic.removesuffix(self.topic_suffix)).inc(count)
         observe = self._latency.observe
-        for timestamp_ms in pending.latest_timestamps_ms:
+        for timestamp_ms in pending.timestamps_ms:
             observe(max(now - timestamp_ms / 1000, 0.0))
         for tp, offset in pending.offsets.items():
             partition = str(tp.partition)

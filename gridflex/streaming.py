@@ -23,7 +23,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from gridflex.batch import BatchPipeline, Handler, dead_letter_record
 from gridflex.clock import ClockNotStarted, SimulatedClock, WallClock, follow_clock_topic
 from gridflex.codec import RecordCodec, SchemaRegistry, codec_name, register_codecs
-from gridflex.kafka_io import Codecs
 from gridflex.metrics import CLOCK_NOW, DEAD_LETTERS, RECORDS_OUT, ServiceMonitor
 from gridflex.settings import ClockMode, ServiceSettings
 from gridflex.topics import CLOCK, DEAD_LETTERS as DEAD_LETTER_TOPIC, TopicCatalogue
@@ -86,6 +85,10 @@ class ServiceRuntime:
             self.topic_name(name), key_serializer="utf8", value_serializer=codec_name(spec.value)
         )
 
+    def codec(self, topic: str) -> RecordCodec:
+        """The codec of a catalogue topic's records (partner templates included)."""
+        return RecordCodec(self.registry, self.catalogue.spec(topic).value)
+
     # -- batch pipelines ------------------------------------------------------------------------
 
     def batch_pipeline(self, topic: str, handler: Handler, state_name: str) -> BatchPipeline:
@@ -96,14 +99,13 @@ class ServiceRuntime:
         Runs in this worker, in its own consumer group, with changelog-backed state named
         ``state_name``; the worker reports healthy only once the pipeline's state is restored.
         """
-        codecs = Codecs(self.settings)
         pattern = None
         if topic in self.catalogue.partner_templates:
             pattern = TopicCatalogue.partner_pattern(topic).rstrip("$") + re.escape(self.settings.topic_suffix) + "$"
         pipeline = BatchPipeline(
             service=self.service, group_id=f"{self.app.conf.id}-{topic.replace('{provider_id}', 'partners')}",
             topic=topic, pattern=pattern, partitions=self.catalogue.spec(topic).partitions,
-            topic_suffix=self.settings.topic_suffix, handler=handler, codecs=codecs.for_topic,
+            topic_suffix=self.settings.topic_suffix, handler=handler, codec_for=self.codec,
             bootstrap_servers=self.settings.kafka_bootstrap, replication_factor=self.settings.replication_factor,
             instance_id=f"{self.settings.instance_id}-{state_name}" if self.settings.instance_id else None,
             state_dir=self.state_dir, state_name=state_name,

@@ -167,7 +167,6 @@ def _bounds(now: datetime, limits: TelemetryLimits) -> _Bounds:
     )
 
 
-@lru_cache(maxsize=64)  # called per record with the batch's "now"
 def first_tracked_day(now: datetime, limits: TelemetryLimits) -> date:
     """The oldest local day whose intervals are still accepted; state for earlier days expires."""
     return local_date(now) - timedelta(days=limits.revision_days)

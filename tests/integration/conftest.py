@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
 import uuid
 from datetime import datetime, timezone
 
@@ -91,6 +93,26 @@ async def records_on(settings: ServiceSettings, topic: str) -> int:
         return sum((await consumer.end_offsets(partitions)).values())
     finally:
         await consumer.stop()
+
+
+async def kill_at_first_output(system: IsolatedSystem, service: ServiceProcess, topic: str, timeout: float = 90) -> int:
+    """SIGKILL ``service`` as soon as ``topic`` holds a record; returns how many it holds then.
+
+    At the first output, not later: a worker on a fast machine gets through a test's whole
+    input in seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while await records_on(system.settings, topic) == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    service.kill()
+    return await records_on(system.settings, topic)
+
+
+async def wait_for_records(system: IsolatedSystem, topic: str, count: int, timeout: float = 90) -> None:
+    """Until ``topic`` holds ``count`` records, or ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while await records_on(system.settings, topic) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
 
 
 def utc(*args) -> datetime:

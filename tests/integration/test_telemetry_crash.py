@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
@@ -11,7 +10,7 @@ from decimal import Decimal
 
 from gridflex.intervals import IntervalRevisions
 from gridflex.topics import METER_INTERVALS, METER_READS
-from tests.integration.conftest import records_on, utc
+from tests.integration.conftest import kill_at_first_output, utc, wait_for_records
 
 ACCOUNTS = 400
 HOURS = 120
@@ -49,19 +48,12 @@ async def test_a_crash_mid_stream_loses_nothing_and_downstream_sees_each_revisio
 
     # The service starts; once part of the input is out, it is killed without warning.
     service = system.service("telemetry").start()
-    deadline = time.monotonic() + 120
-    # (At the first output: a worker on a fast machine gets through the whole input in seconds.)
-    while await records_on(system.settings, METER_INTERVALS) == 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    service.kill()
-    emitted_before_crash = await records_on(system.settings, METER_INTERVALS)
+    emitted_before_crash = await kill_at_first_output(system, service, METER_INTERVALS)
     assert 0 < emitted_before_crash < len(expected), "the crash must land mid-stream"
 
     # Restarted on the same consumer group and state, it finishes the input.
     service.start()
-    deadline = time.monotonic() + 90
-    while await records_on(system.settings, METER_INTERVALS) < len(expected) and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
+    await wait_for_records(system, METER_INTERVALS, len(expected))
     await asyncio.sleep(2)  # let any straggling re-emissions land before reading
     output = sorted(await system.read(METER_INTERVALS, idle_timeout=2), key=lambda r: (r.partition, r.offset))
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import timedelta
 
 from gridflex.topics import DEVICE_STATUS
-from tests.integration.conftest import records_on, utc
+from tests.integration.conftest import kill_at_first_output, utc, wait_for_records
 
 PROVIDER = "acme-energy"
 DEVICES = 40_000
@@ -29,18 +27,11 @@ async def test_a_crash_mid_stream_loses_no_device_status(isolated_system_factory
             })
 
     service = system.service("telemetry").start()
-    deadline = time.monotonic() + 90
-    # (At the first output: a worker on a fast machine gets through the whole input in seconds.)
-    while await records_on(system.settings, DEVICE_STATUS) == 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    service.kill()
-    before = await records_on(system.settings, DEVICE_STATUS)
+    before = await kill_at_first_output(system, service, DEVICE_STATUS)
     assert 0 < before < DEVICES, "the crash must land mid-stream"
 
     service.start()
-    deadline = time.monotonic() + 90
-    while await records_on(system.settings, DEVICE_STATUS) < DEVICES and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
+    await wait_for_records(system, DEVICE_STATUS, DEVICES)
     seen = {r.value["thermostat_serial"] for r in await system.read(DEVICE_STATUS, idle_timeout=1)
             if r.value["change"] == "FIRST_SEEN"}
     assert len(seen) == DEVICES
