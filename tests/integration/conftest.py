@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 
 import pytest
@@ -95,17 +96,32 @@ async def records_on(settings: ServiceSettings, topic: str) -> int:
         await consumer.stop()
 
 
-async def kill_at_first_output(system: IsolatedSystem, service: ServiceProcess, topic: str, timeout: float = 90) -> int:
-    """SIGKILL ``service`` as soon as ``topic`` holds a record; returns how many it holds then.
+async def crash_mid_stream(
+    system: IsolatedSystem, service: ServiceProcess, inputs: Sequence[tuple[str, str, Mapping]],
+    output_topic: str, chunk: int = 1000, timeout: float = 90,
+) -> int:
+    """Start ``service``, feed it ``inputs`` (topic, key, value) chunk by chunk, and SIGKILL it
+    at its first output on ``output_topic``, always before the last chunk is sent; the rest is
+    sent after the kill. Returns the outputs present at the kill.
 
-    At the first output, not later: a worker on a fast machine gets through a test's whole
-    input in seconds.
+    Holding back the last chunk makes the crash land mid-stream however fast the machine is.
     """
-    deadline = time.monotonic() + timeout
-    while await records_on(system.settings, topic) == 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    service.kill()
-    return await records_on(system.settings, topic)
+    service.start()
+    chunks = [inputs[i:i + chunk] for i in range(0, len(inputs), chunk)]
+    assert len(chunks) > 1, "a crash mid-stream needs at least two chunks of input"
+    before = None
+    async with system.producer() as producer:
+        for index, records in enumerate(chunks):
+            last = index == len(chunks) - 1
+            if before is None and last:
+                await wait_for_records(system, output_topic, 1, timeout)
+            if before is None and (last or await records_on(system.settings, output_topic)):
+                service.kill()
+                before = await records_on(system.settings, output_topic)
+            for topic, key, value in records:
+                await producer.send(topic, key, value)
+            await producer.flush()
+    return before
 
 
 async def wait_for_records(system: IsolatedSystem, topic: str, count: int, timeout: float = 90) -> None:

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from gridflex.intervals import IntervalRevisions
 from gridflex.topics import METER_INTERVALS, METER_READS
-from tests.integration.conftest import kill_at_first_output, utc, wait_for_records
+from tests.integration.conftest import crash_mid_stream, utc, wait_for_records
 
 ACCOUNTS = 400
 HOURS = 120
@@ -39,16 +39,14 @@ async def test_a_crash_mid_stream_loses_nothing_and_downstream_sees_each_revisio
     system = isolated_system_factory("crash")
     await system.create_topics()
     await system.tick(utc(2025, 7, 1))
-    # 48,000 reads and 4,000 corrections are waiting on the input topic.
+    # 48,000 reads, then 4,000 corrections.
     expected = reads()
-    async with system.producer() as producer:
-        for read in expected:
-            await producer.send(METER_READS, read["service_account_id"], read)
     identities = {(r["meter_id"], r["interval_start"], r["revision"]) for r in expected}
 
-    # The service starts; once part of the input is out, it is killed without warning.
-    service = system.service("telemetry").start()
-    emitted_before_crash = await kill_at_first_output(system, service, METER_INTERVALS)
+    # The service starts on the arriving input; once part of it is out, it is killed without warning.
+    service = system.service("telemetry")
+    inputs = [(METER_READS, read["service_account_id"], read) for read in expected]
+    emitted_before_crash = await crash_mid_stream(system, service, inputs, METER_INTERVALS)
     assert 0 < emitted_before_crash < len(expected), "the crash must land mid-stream"
 
     # Restarted on the same consumer group and state, it finishes the input.
