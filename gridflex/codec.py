@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import faust
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
@@ -135,38 +134,3 @@ class RecordCodec:
         if body.tell() != len(data):
             return Undecodable("UNDECODABLE", f"{len(data) - body.tell()} trailing bytes after the {writer.name} body")
         return value
-
-
-class FaustAvroCodec(faust.Codec):
-    """Adapts :class:`RecordCodec` to Faust's codec interface (registered once per record)."""
-
-    def __init__(self, record: RecordCodec, **kwargs: Any):
-        self.record = record
-        super().__init__(**kwargs)
-
-    def _dumps(self, obj: Any) -> bytes:
-        return self.record.encode(obj)
-
-    def _loads(self, s: bytes) -> Any:
-        return self.record.decode(s)
-
-
-class Utf8Codec(faust.Codec):
-    """Kafka keys are UTF-8 strings (CONTRACTS.md)."""
-
-    def _dumps(self, obj: Any) -> bytes:
-        return obj.encode() if isinstance(obj, str) else bytes(obj)
-
-    def _loads(self, s: bytes) -> Any:
-        return s.decode("utf-8", errors="replace") if s is not None else None
-
-
-def codec_name(record_name: str) -> str:
-    return f"avro:{record_name}"
-
-
-def register_codecs(registry: SchemaRegistry) -> None:
-    """Register one Faust codec per current record, plus the UTF-8 key codec."""
-    faust.serializers.codecs.register("utf8", Utf8Codec())
-    for name in registry.current:
-        faust.serializers.codecs.register(codec_name(name), FaustAvroCodec(RecordCodec(registry, name)))

@@ -53,7 +53,11 @@ class ServiceProcess:
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
-        self.wait_ready(ready_timeout)
+        try:
+            self.wait_ready(ready_timeout)
+        except ServiceFailed:
+            self.stop()  # a worker that never became ready must not outlive its caller
+            raise
         return self
 
     def wait_ready(self, timeout: float) -> None:

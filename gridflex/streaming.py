@@ -1,10 +1,10 @@
-"""The Kafka side every service shares: the Faust app factory, catalogue topics, dead letters.
+"""The Kafka side every service shares: the Faust worker (lifecycle, web pages, the clock) and
+the batch pipelines that carry the service's inputs.
 
-A service's ``app.py`` builds one :class:`ServiceRuntime` and declares its agents on
-``runtime.app`` (and, for an input too heavy for Faust's per-event path, a batch pipeline:
-:meth:`ServiceRuntime.batch_pipeline`). Handlers receive decoded records (``dict``) or
-:class:`Undecodable` markers, never bytes; they hand records to pure domain functions and emit
-what those return.
+A service's ``app.py`` builds one :class:`ServiceRuntime` and adds its batch pipelines
+(:meth:`ServiceRuntime.batch_pipeline`). Handlers receive decoded records (``dict``) or
+:class:`Undecodable` markers, never bytes; they hand records to pure domain functions, emit what
+those return, and send what they refuse to the dead-letter topic with its reason.
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ from typing import Any
 import faust
 import structlog
 from aiohttp.web import Response
-from faust.types import EventT
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from gridflex.batch import BatchPipeline, Handler, dead_letter_record
+from gridflex.batch import BatchPipeline, Handler
 from gridflex.clock import ClockNotStarted, SimulatedClock, WallClock, follow_clock_topic
-from gridflex.codec import RecordCodec, SchemaRegistry, codec_name, register_codecs
-from gridflex.metrics import CLOCK_NOW, DEAD_LETTERS, RECORDS_OUT, ServiceMonitor
+from gridflex.codec import RecordCodec, SchemaRegistry
+from gridflex.metrics import CLOCK_NOW, ServiceMonitor
 from gridflex.settings import ClockMode, ServiceSettings
 from gridflex.topics import CLOCK, DEAD_LETTERS as DEAD_LETTER_TOPIC, TopicCatalogue
 
@@ -37,7 +36,6 @@ class ServiceRuntime:
         self.service = service
         self.settings = settings
         self.registry = SchemaRegistry.from_directory(settings.schemas_dir)
-        register_codecs(self.registry)
         self.catalogue = TopicCatalogue.load(settings.schemas_dir)
         # Local state (RocksDB) per service and instance: two workers on one machine must not
         # open the same files. Kafka changelogs hold the truth; this is a cache of them.
@@ -63,11 +61,9 @@ class ServiceRuntime:
             # assignment; with static membership the broker may hand a restarted worker its
             # previous metadata, so the URL must not change with the web port between restarts.
             canonical_url=f"http://{settings.instance_id or socket.gethostname()}",
-            key_serializer="utf8",
         )
         self.app.monitor = ServiceMonitor(service)
         CLOCK_NOW.labels(service).set_function(self._clock_seconds)
-        self.dead_letter_topic = self.topic(DEAD_LETTER_TOPIC)
         self._pipelines: list[BatchPipeline] = []
         self._add_pages()
         if isinstance(self.clock, SimulatedClock):
@@ -77,13 +73,6 @@ class ServiceRuntime:
 
     def topic_name(self, name: str) -> str:
         return f"{name}{self.settings.topic_suffix}"
-
-    def topic(self, name: str) -> faust.TopicT:
-        """A catalogue topic with its key and value codecs."""
-        spec = self.catalogue.spec(name)
-        return self.app.topic(
-            self.topic_name(name), key_serializer="utf8", value_serializer=codec_name(spec.value)
-        )
 
     def codec(self, topic: str) -> RecordCodec:
         """The codec of a catalogue topic's records (partner templates included)."""
@@ -119,22 +108,6 @@ class ServiceRuntime:
             await self.app.add_runtime_dependency(pipeline)
 
         return pipeline
-
-    # -- dead letters -------------------------------------------------------------------------
-
-    async def dead_letter(self, event: EventT, reason_code: str, reason: str) -> None:
-        """Send a record this service cannot accept to the dead-letter topic, with its reason."""
-        message = event.message
-        source_topic = message.topic.removesuffix(self.settings.topic_suffix)
-        await self.dead_letter_topic.send(
-            key=message.topic,
-            value=dead_letter_record(
-                self.service, message.topic, message.partition, message.offset, message.key, message.value,
-                reason_code, reason, self.now(),
-            ),
-        )
-        DEAD_LETTERS.labels(self.service, source_topic, reason_code).inc()
-        RECORDS_OUT.labels(self.service, DEAD_LETTER_TOPIC).inc()
 
     # -- time ---------------------------------------------------------------------------------
 
