@@ -41,12 +41,12 @@ from bench.passthrough import pass_through
 from bench.procstats import MachineCpu, cpu_seconds, peak_rss_mib
 from bench.profiling import Area, Sampler, py_spy_executable, where_the_time_goes
 from bench.rules_floor import measure_codec_and_rules
-from bench.topics import RecordCounter, create_scratch_topic, delete_topics_containing
+from bench.topics import RecordCounter, create_scratch_topic
 from gridflex import REPO_ROOT
 from gridflex.kafka_io import RecordProducer
 from gridflex.processes import ServiceProcess, isolated_env, isolated_topics
 from gridflex.settings import ServiceSettings
-from gridflex.topics import CLOCK, DEAD_LETTERS, METER_INTERVALS, METER_READS, TopicSpec
+from gridflex.topics import CLOCK, DEAD_LETTERS, METER_INTERVALS, METER_READS, TopicSpec, delete_topics_containing
 from services.telemetry.settings import TelemetrySettings
 
 DEFAULT_RECORDS = 1_000_000

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from gridflex.topics import TopicSpec, create_topics
 
@@ -31,17 +30,3 @@ class RecordCounter:
     async def count(self, spec: TopicSpec) -> int:
         partitions = [TopicPartition(spec.name, partition) for partition in range(spec.partitions)]
         return sum((await self.consumer.end_offsets(partitions)).values())
-
-
-async def delete_topics_containing(bootstrap: str, marker: str) -> list[str]:
-    """Delete every topic whose name contains ``marker``: the catalogue copies, scratch topics
-    and the service's own (changelog, assignor) topics of one run."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="gridflex-bench")
-    await admin.start()
-    try:
-        doomed = sorted(name for name in await admin.list_topics() if marker in name)
-        if doomed:
-            await admin.delete_topics(doomed)
-        return doomed
-    finally:
-        await admin.close()

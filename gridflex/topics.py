@@ -133,3 +133,17 @@ async def create_topics(bootstrap: str, specs: list[TopicSpec]) -> list[str]:
         return [spec.name for spec in missing]
     finally:
         await admin.close()
+
+
+async def delete_topics_containing(bootstrap: str, marker: str) -> list[str]:
+    """Delete every topic whose name contains ``marker``: the catalogue copies of one isolated run
+    (a test's or a benchmark's topic suffix) with the changelogs its services made."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="gridflex-topics")
+    await admin.start()
+    try:
+        doomed = sorted(name for name in await admin.list_topics() if marker in name)
+        if doomed:
+            await admin.delete_topics(doomed)
+        return doomed
+    finally:
+        await admin.close()

@@ -16,16 +16,20 @@ from gridflex import REPO_ROOT, stack
 from gridflex.kafka_io import RecordProducer, read_records
 from gridflex.processes import ServiceProcess, isolated_env, isolated_topics
 from gridflex.settings import ServiceSettings
-from gridflex.topics import CLOCK
+from gridflex.topics import CLOCK, delete_topics_containing
 
 LOG_DIR = REPO_ROOT / "var" / "log" / "tests"
 
 
 @pytest.fixture(scope="session")
 def running_stack():
-    """Kafka and PostgreSQL up (idempotent: a no-op when `make up` already ran)."""
+    """Kafka and PostgreSQL up (idempotent: a no-op when `make up` already ran); at the end, the
+    topics of every isolated system are deleted, so the broker does not grow run after run."""
     stack.up()
-    return ServiceSettings()
+    settings = ServiceSettings()
+    yield settings
+    for suffix in IsolatedSystem.suffixes:
+        asyncio.run(delete_topics_containing(settings.kafka_bootstrap, suffix))
 
 
 def free_port() -> int:
@@ -37,8 +41,11 @@ def free_port() -> int:
 class IsolatedSystem:
     """A private set of topics (unique suffix) and the services started on them."""
 
+    suffixes: list[str] = []  # of every system of the test session, for the clean-up
+
     def __init__(self, name: str, providers: tuple[str, ...]):
         self.suffix = f"-{name}-{uuid.uuid4().hex[:8]}"
+        IsolatedSystem.suffixes.append(self.suffix)
         self.settings = ServiceSettings(topic_suffix=self.suffix)
         self.providers = providers
         self.services: list[ServiceProcess] = []
