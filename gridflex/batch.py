@@ -2,8 +2,8 @@
 
 Faust hands records to agents one event at a time; on this machine its per-event machinery
 alone caps a worker near 16,000 records/s, below what meter ingestion must sustain. A
-:class:`BatchPipeline` consumes one catalogue topic with aiokafka in its own consumer group and
-hands whole batches of decoded records to a handler, which reads and writes changelog-backed
+:class:`BatchPipeline` consumes catalogue topics (co-partitioned: same key, same partition
+count) with aiokafka in its own consumer group and hands whole batches of decoded records to a handler, which reads and writes changelog-backed
 state (:mod:`gridflex.state`) and queues outputs. It runs inside the service's Faust worker
 (same process, web pages, metrics and clock).
 
@@ -79,6 +79,13 @@ class Batch:
             groups[record.partition].append(record)
         return groups
 
+    def owned_partitions(self) -> dict[int, list[InputRecord]]:
+        """Every partition this worker owns, with its records (none for most, in an idle batch)."""
+        groups: dict[int, list[InputRecord]] = {partition: [] for partition in self._pipeline.stores}
+        for record in self.records:
+            groups.setdefault(record.partition, []).append(record)
+        return groups
+
     def store(self, partition: int) -> PartitionStore:
         return self._pipeline.stores[partition]
 
@@ -152,20 +159,25 @@ class _PendingCommit:
 
 
 class BatchPipeline(Service, ConsumerRebalanceListener):
-    """Consumes ``topic`` in batches through ``handler``, with per-partition changelog state."""
+    """Consumes ``topics`` in batches through ``handler``, with per-partition changelog state.
+
+    Partition p of every topic goes to the same worker and shares store p: the topics must be
+    co-partitioned (same key, same partition count).
+    """
 
     def __init__(
-        self, *, service: str, group_id: str, topic: str, pattern: str | None, partitions: int,
+        self, *, service: str, group_id: str, name: str, topics: list[str], pattern: str | None, partitions: int,
         topic_suffix: str, handler: Handler,
         codec_for: Callable[[str], RecordCodec], bootstrap_servers: str, replication_factor: int, instance_id: str | None,
         state_dir: Path, state_name: str, dead_letter_topic: str, clock: Any,
-        batch_size: int, batch_within_s: float, **kwargs: Any,
+        batch_size: int, batch_within_s: float, idle_every_s: float | None = None, **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.service = service
         self.group_id = group_id
-        self.topic = topic  # a catalogue topic, or a partner template when ``pattern`` is set
-        self.pattern = pattern  # regex of every provider's topic made from the template
+        self.name = name  # for logs and metrics
+        self.topics = topics  # catalogue topics; partner templates are subscribed through ``pattern``
+        self.pattern = pattern  # regex of every topic to read, when a partner template is among them
         self.partitions = partitions
         self.topic_suffix = topic_suffix
         self.handler = handler
@@ -179,6 +191,9 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
         self.clock = clock
         self.batch_size = batch_size
         self.batch_within_ms = max(int(batch_within_s * 1000), 1)
+        # When set, the handler also runs on an empty batch this often without input, so that
+        # what is due by time (deadlines in the state) happens even when nothing arrives.
+        self.idle_every_s = idle_every_s
         self.stores: dict[int, PartitionStore] = {}
         self.ready = asyncio.Event()
         self._processing = asyncio.Lock()
@@ -186,12 +201,15 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
         self._partition_counts: dict[str, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._records_in = RECORDS_IN.labels(service, topic)
-        self._latency = RECORD_LATENCY.labels(service, topic)
+        self._latency = RECORD_LATENCY.labels(service, name)
         self._batch_seconds = BATCH_SECONDS.labels(service)
 
     def topic_name(self, topic: str) -> str:
         return f"{topic}{self.topic_suffix}"
+
+    @lru_cache(maxsize=None)
+    def _records_in(self, topic: str):
+        return RECORDS_IN.labels(self.service, topic.removesuffix(self.topic_suffix))
 
     async def _partition_count(self, topic: str) -> int:
         if topic not in self._partition_counts:
@@ -201,11 +219,11 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def on_start(self) -> None:
-        source = self.topic_name(self.topic)
-        await self._create_changelog(None if self.pattern else source)
+        sources = [self.topic_name(topic) for topic in self.topics if "{provider_id}" not in topic]
+        await self._create_changelog(sources)
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap_servers, acks="all", enable_idempotence=True,
-            linger_ms=5, max_batch_size=512 * 1024, client_id=f"{self.service}-{self.topic}",
+            linger_ms=5, max_batch_size=512 * 1024, client_id=f"{self.service}-{self.name}",
         )
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
@@ -216,13 +234,13 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
             # worker at a time writes changelog partition p.
             partition_assignment_strategy=(RangePartitionAssignor,),
             metadata_max_age_ms=int(PATTERN_REFRESH_S * 1000),  # how soon a new provider's topic is read
-            client_id=f"{self.service}-{self.topic}",
+            client_id=f"{self.service}-{self.name}",
         )
         await self._consumer.start()
         if self.pattern:
             self._consumer.subscribe(pattern=self.pattern, listener=self)
         else:
-            self._consumer.subscribe([source], listener=self)
+            self._consumer.subscribe(sources, listener=self)
 
     async def on_stop(self) -> None:
         if self._consumer is not None:
@@ -230,7 +248,7 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
                 try:
                     await asyncio.wait_for(self._commits.join(), STOP_TIMEOUT_S)
                 except asyncio.TimeoutError:
-                    log.warning("stopping with batches not committed; they will be read again", topic=self.topic)
+                    log.warning("stopping with batches not committed; they will be read again", pipeline=self.name)
                 await self._consumer.stop()
         if self._producer is not None:
             await self._producer.stop()
@@ -238,13 +256,13 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
             store.close()
         self.stores.clear()
 
-    async def _create_changelog(self, source: str | None) -> None:
-        """Create the compacted changelog (one partition per input partition) if missing; a
-        named source topic must exist."""
+    async def _create_changelog(self, sources: list[str]) -> None:
+        """Create the compacted changelog (one partition per input partition) if missing; the
+        named source topics must exist, with the catalogue's partition count."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=f"{self.service}-admin")
         await admin.start()
         try:
-            if source is not None:
+            for source in sources:
                 [described] = await admin.describe_topics([source])
                 if described["error_code"] or not described["partitions"]:
                     raise RuntimeError(f"topic {source} does not exist: create the catalogue's topics "
@@ -273,7 +291,7 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
                 if store is not None:
                     store.close()
         if revoked:
-            log.info("partitions revoked", topic=self.topic, partitions=sorted(tp.partition for tp in revoked))
+            log.info("partitions revoked", pipeline=self.name, partitions=sorted(tp.partition for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         opened = []
@@ -287,7 +305,7 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
                 )
                 opened.append(self.stores[tp.partition])
         await restore(opened, self.bootstrap_servers, self.changelog_topic)
-        log.info("partitions assigned", topic=self.topic, partitions=sorted(tp.partition for tp in assigned))
+        log.info("partitions assigned", pipeline=self.name, partitions=sorted(tp.partition for tp in assigned))
         self.ready.set()
 
     # -- the loop -----------------------------------------------------------------------------
@@ -296,7 +314,7 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
     async def _consume(self) -> None:
         await self.clock.wait_started()
         consumer = self._consumer
-        codec = self.codec_for(self.topic)
+        last_batch = time.monotonic()
         while not self.should_stop:
             try:
                 fetched = await consumer.getmany(timeout_ms=self.batch_within_ms, max_records=self.batch_size)
@@ -304,15 +322,20 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
                 return  # stopping
             if self.should_stop:
                 return  # fetched while on_stop waited for the last batch: read again after restart
-            if not fetched:
+            if not fetched and (self.idle_every_s is None or time.monotonic() - last_batch < self.idle_every_s
+                                or not self.ready.is_set()):
                 continue
+            last_batch = time.monotonic()
             async with self._processing:
                 started = time.perf_counter()
-                records = [
-                    InputRecord(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value, codec.decode(m.value))
-                    for messages in fetched.values() for m in messages
-                ]
-                self._records_in.inc(len(records))
+                records = []
+                for tp, messages in fetched.items():
+                    decode = self.codec_for(tp.topic.removesuffix(self.topic_suffix)).decode
+                    records += [
+                        InputRecord(m.topic, m.partition, m.offset, m.timestamp, m.key, m.value, decode(m.value))
+                        for m in messages
+                    ]
+                    self._records_in(tp.topic).inc(len(messages))
                 batch = Batch(self, records, self.clock.now())
                 await self.handler(batch)
                 await self._queue_commit(batch, {tp: messages[-1].offset + 1 for tp, messages in fetched.items() if messages})
@@ -369,11 +392,12 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
             last = deliveries[-1]
             writes.store.persist(writes, last.future.result().offset + last.count - 1)
         try:
-            await self._consumer.commit(pending.offsets)
+            if pending.offsets:  # none in an idle batch: its outputs and state are out, no input was read
+                await self._consumer.commit(pending.offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # The partitions moved to another worker meanwhile: it reads them again from the
             # last commit, and re-emits with the same identities (at-least-once).
-            log.warning("offsets not committed: partitions were reassigned", topic=self.topic, error=str(exc))
+            log.warning("offsets not committed: partitions were reassigned", pipeline=self.name, error=str(exc))
             return
         self._observe_commit(pending)
 

@@ -77,3 +77,28 @@ def add_business_days(day: date, count: int) -> date:
         if is_business_day(current):
             count -= 1
     return current
+
+
+def _cycle_day_in(year: int, month: int, cycle_day: int) -> date:
+    """The bill cycle day in a month; a month without that day uses its last day."""
+    following = date(year + month // 12, month % 12 + 1, 1)
+    return date(year, month, min(cycle_day, (following - timedelta(days=1)).day))
+
+
+def bill_period(day: date, cycle_day: int) -> tuple[date, date]:
+    """The bill period (first day, last day) containing ``day`` (PROGRAMS.md): from the cycle day
+    of one month to the day before the cycle day of the next; cycle day 1 gives calendar months."""
+    if not 1 <= cycle_day <= 31:
+        raise ValueError(f"bill cycle day {cycle_day} is not 1-31")
+    start = _cycle_day_in(day.year, day.month, cycle_day)
+    if start > day:
+        previous = date(day.year, day.month, 1) - timedelta(days=1)
+        start = _cycle_day_in(previous.year, previous.month, cycle_day)
+    after = date(start.year + start.month // 12, start.month % 12 + 1, 1)
+    return start, _cycle_day_in(after.year, after.month, cycle_day) - timedelta(days=1)
+
+
+def add_months(day: date, months: int) -> date:
+    """The same day ``months`` later; a month without that day uses its last day."""
+    index = day.year * 12 + day.month - 1 + months
+    return _cycle_day_in(index // 12, index % 12 + 1, day.day)

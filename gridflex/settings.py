@@ -31,6 +31,7 @@ class ServiceSettings(BaseSettings):
     )
     clock: ClockMode = Field(ClockMode.WALL, description="wall in production; simulated follows gridflex.clock.v1")
     schemas_dir: Path = Field(REPO_ROOT / "schemas", description="Avro schemas and the topic catalogue")
+    programs_dir: Path = Field(REPO_ROOT / "programs", description="The program catalogue (one YAML file per program)")
     data_dir: Path = Field(REPO_ROOT / "var" / "services", description="Local state (RocksDB tables)")
     log_level: str = Field("INFO")
     log_format: str = Field("json", description="json (production) or console (people at a terminal)")

@@ -75,10 +75,11 @@ class PartitionStore:
         self.pending[key.encode()] = None
         self._writes.values[key.encode()] = None
 
-    def keys_before(self, bound: str) -> Iterator[str]:
-        """Keys on disk that sort before ``bound`` (state keys that start with a date expire this way)."""
+    def keys_before(self, bound: str, start: str = "") -> Iterator[str]:
+        """Keys on disk from ``start`` up to (not including) ``bound``: state keys that begin with
+        a date or a deadline expire this way."""
         raw_bound = bound.encode()
-        for raw_key in self.db.keys(from_key=CHECKPOINT_KEY):
+        for raw_key in self.db.keys(from_key=start.encode() if start else CHECKPOINT_KEY):
             if raw_key == CHECKPOINT_KEY:
                 continue
             if raw_key >= raw_bound:

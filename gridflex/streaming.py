@@ -80,26 +80,43 @@ class ServiceRuntime:
 
     # -- batch pipelines ------------------------------------------------------------------------
 
-    def batch_pipeline(self, topic: str, handler: Handler, state_name: str) -> BatchPipeline:
-        """Consume ``topic`` in large batches outside Faust's per-event path (see gridflex.batch).
+    def batch_pipeline(
+        self, topics: str | list[str], handler: Handler, state_name: str, idle_every_s: float | None = None,
+    ) -> BatchPipeline:
+        """Consume ``topics`` in large batches outside Faust's per-event path (see gridflex.batch).
 
-        ``topic`` is a catalogue topic or a partner template (``partner.{provider_id}.…``): a
-        template is subscribed by pattern, so a new provider's topic is read without restart.
-        Runs in this worker, in its own consumer group, with changelog-backed state named
-        ``state_name``; the worker reports healthy only once the pipeline's state is restored.
+        Each is a catalogue topic or a partner template (``partner.{provider_id}.…``): a template
+        is subscribed by pattern, so a new provider's topic is read without restart. Several
+        topics must be co-partitioned (same key, same partition count): partition p of each
+        goes to one worker and shares its store. Runs in this worker, in its own consumer group,
+        with changelog-backed state named ``state_name``; the worker reports healthy only once
+        the pipeline's state is restored. With ``idle_every_s``, the handler also gets an empty
+        batch that often when no input arrives (for deadlines kept in the state).
         """
+        topics = [topics] if isinstance(topics, str) else list(topics)
+        partitions = {self.catalogue.spec(topic).partitions for topic in topics}
+        if len(partitions) != 1:
+            raise ValueError(f"{topics} are not co-partitioned: the catalogue gives them {sorted(partitions)} partitions")
         pattern = None
-        if topic in self.catalogue.partner_templates:
-            pattern = TopicCatalogue.partner_pattern(topic).rstrip("$") + re.escape(self.settings.topic_suffix) + "$"
+        if any(topic in self.catalogue.partner_templates for topic in topics):
+            suffix = re.escape(self.settings.topic_suffix)
+            alternatives = [
+                TopicCatalogue.partner_pattern(topic)[1:-1] + suffix if topic in self.catalogue.partner_templates
+                else re.escape(self.topic_name(topic))
+                for topic in topics
+            ]
+            pattern = "^(" + "|".join(alternatives) + ")$"
+        group_topic = topics[0].replace("{provider_id}", "partners") if len(topics) == 1 else state_name
         pipeline = BatchPipeline(
-            service=self.service, group_id=f"{self.app.conf.id}-{topic.replace('{provider_id}', 'partners')}",
-            topic=topic, pattern=pattern, partitions=self.catalogue.spec(topic).partitions,
+            service=self.service, group_id=f"{self.app.conf.id}-{group_topic}", name=state_name,
+            topics=topics, pattern=pattern, partitions=partitions.pop(),
             topic_suffix=self.settings.topic_suffix, handler=handler, codec_for=self.codec,
             bootstrap_servers=self.settings.kafka_bootstrap, replication_factor=self.settings.replication_factor,
             instance_id=f"{self.settings.instance_id}-{state_name}" if self.settings.instance_id else None,
             state_dir=self.state_dir, state_name=state_name,
             dead_letter_topic=DEAD_LETTER_TOPIC, clock=self.clock,
             batch_size=self.settings.batch_size, batch_within_s=self.settings.batch_within_s,
+            idle_every_s=idle_every_s,
         )
         self._pipelines.append(pipeline)
 

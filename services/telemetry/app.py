@@ -111,7 +111,7 @@ async def ingest_thermostat_states(batch: Batch) -> None:
             previous = store.get(key)
             changes, snapshot = device_changes(DeviceSnapshot.from_state(previous) if previous else None, state)
             for change in changes:
-                batch.emit(DEVICE_STATUS, state["thermostat_serial"], device_status(provider_id, state, change))
+                batch.emit(DEVICE_STATUS, state["service_account_id"], device_status(provider_id, state, change))
                 _device_changes[change].inc()
             if snapshot is not None:
                 store.put(key, snapshot.to_state())

@@ -190,7 +190,7 @@ async def test_thermostat_states_become_device_status_per_provider(telemetry):
         await producer.send(topic, serial, offline)
     while time.monotonic() < deadline and len(changes) < 2:
         await asyncio.sleep(1)
-        changes = [r.value for r in await telemetry.read(DEVICE_STATUS, idle_timeout=0.5) if r.key == serial]
+        changes = [r.value for r in await telemetry.read(DEVICE_STATUS, idle_timeout=0.5) if r.value["thermostat_serial"] == serial]
     # The provider is named by the topic it wrote to, never by the record.
     assert [(c["change"], c["provider_id"]) for c in changes] == [("FIRST_SEEN", "globex"), ("WENT_OFFLINE", "globex")]
 
@@ -237,5 +237,5 @@ async def test_a_provider_onboarded_while_running_is_read_without_restart(teleme
     changes: list[dict] = []
     while time.monotonic() < deadline and not changes:
         await asyncio.sleep(1)
-        changes = [r.value for r in await telemetry.read(DEVICE_STATUS, idle_timeout=0.5) if r.key == serial]
+        changes = [r.value for r in await telemetry.read(DEVICE_STATUS, idle_timeout=0.5) if r.value["thermostat_serial"] == serial]
     assert [(c["change"], c["provider_id"]) for c in changes] == [("FIRST_SEEN", "initech")]

@@ -1,0 +1,1 @@
+"""Enrollment service: program eligibility, decisions, sign-up bonuses and rebates, removal."""

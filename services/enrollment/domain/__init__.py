@@ -1,0 +1,1 @@
+"""The enrollment rules: pure functions over plain records (no Kafka, no database)."""
