@@ -13,7 +13,7 @@ from gridflex import stack as local_stack
 from gridflex.settings import ServiceSettings
 from gridflex.topics import CLOCK, InvalidProviderId, TopicCatalogue, create_topics
 
-SERVICES = ("telemetry",)
+SERVICES = ("telemetry", "enrollment")
 
 
 def _settings() -> ServiceSettings:
@@ -100,6 +100,54 @@ def partner_add(provider_id: str) -> None:
     created = asyncio.run(create_topics(settings.kafka_bootstrap, specs))
     for spec in specs:
         click.echo(f"{spec.name}: {'created' if spec.name in created else 'exists'}")
+
+
+@partner.command("credential")
+@click.argument("provider_id")
+@click.option("--revoke", is_flag=True, help="Revoke every token of PROVIDER_ID instead of minting one.")
+def partner_credential(provider_id: str, revoke: bool) -> None:
+    """Mint an API token for PROVIDER_ID, printed once (only its SHA-256 is stored), or --revoke all its tokens."""
+    from gridflex.topics import validate_provider_id
+    from services.enrollment.projection import Database
+
+    try:
+        validate_provider_id(provider_id)
+    except InvalidProviderId as exc:
+        raise click.BadParameter(str(exc), param_hint="PROVIDER_ID") from None
+
+    async def apply() -> str:
+        database = Database(_settings().database_url)
+        try:
+            if revoke:
+                return f"{provider_id}: {await database.revoke_credentials(provider_id)} token(s) revoked"
+            return await database.mint_credential(provider_id)
+        finally:
+            await database.close()
+
+    click.echo(asyncio.run(apply()))
+    if not revoke:
+        click.echo("Store this token now: only its SHA-256 is kept, it cannot be shown again.", err=True)
+
+
+@main.group()
+def db() -> None:
+    """The PostgreSQL schema (migrations/*.sql)."""
+
+
+@db.command("migrate")
+def db_migrate() -> None:
+    """Apply the migrations not applied yet (idempotent; safe while services run)."""
+    from gridflex.db import create_pool, migrate
+
+    async def apply() -> list[str]:
+        pool = await create_pool(_settings().database_url, max_size=1)
+        try:
+            return await migrate(pool)
+        finally:
+            await pool.close()
+
+    applied = asyncio.run(apply())
+    click.echo("\n".join(f"applied {version}" for version in applied) if applied else "migrations: all applied")
 
 
 # -- services ------------------------------------------------------------------------------------

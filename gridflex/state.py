@@ -88,6 +88,16 @@ class PartitionStore:
                 continue
             yield raw_key.decode()
 
+    def keys_with_prefix(self, prefix: str) -> Iterator[str]:
+        """Keys on disk that start with ``prefix``."""
+        raw_prefix = prefix.encode()
+        for raw_key in self.db.keys(from_key=raw_prefix):
+            if not raw_key.startswith(raw_prefix):
+                break
+            if raw_key in self.pending and self.pending[raw_key] is None:
+                continue
+            yield raw_key.decode()
+
     def seal(self) -> WriteSet | None:
         """The writes made since the last seal, to be sent to the changelog."""
         writes, self._writes = self._writes, WriteSet(self)

@@ -23,6 +23,7 @@ from gridflex.batch import BatchPipeline, Handler
 from gridflex.clock import ClockNotStarted, SimulatedClock, WallClock, follow_clock_topic
 from gridflex.codec import RecordCodec, SchemaRegistry
 from gridflex.metrics import CLOCK_NOW, ServiceMonitor
+from gridflex.mirror import TopicMirror
 from gridflex.settings import ClockMode, ServiceSettings
 from gridflex.topics import CLOCK, DEAD_LETTERS as DEAD_LETTER_TOPIC, TopicCatalogue
 
@@ -65,6 +66,7 @@ class ServiceRuntime:
         self.app.monitor = ServiceMonitor(service)
         CLOCK_NOW.labels(service).set_function(self._clock_seconds)
         self._pipelines: list[BatchPipeline] = []
+        self._mirrors: list[TopicMirror] = []
         self._add_pages()
         if isinstance(self.clock, SimulatedClock):
             self._follow_clock()
@@ -126,6 +128,18 @@ class ServiceRuntime:
 
         return pipeline
 
+    def mirror(self, topic: str, apply) -> TopicMirror:
+        """Keep a whole small catalogue topic in memory in every worker (see gridflex.mirror)."""
+        mirror = TopicMirror(self.settings.kafka_bootstrap, self.topic_name(topic),
+                             self.catalogue.spec(topic).partitions, self.codec(topic), apply)
+        self._mirrors.append(mirror)
+
+        @self.app.task
+        async def follow_mirror() -> None:
+            await mirror.follow()
+
+        return mirror
+
     # -- time ---------------------------------------------------------------------------------
 
     def now(self) -> datetime:
@@ -156,6 +170,7 @@ class ServiceRuntime:
             # Ready once partitions are assigned and state recovered, and not mid-rebalance.
             ready = (
                 all(pipeline.ready.is_set() for pipeline in self._pipelines)
+                and all(mirror.ready.is_set() for mirror in self._mirrors)
                 and self.app.tables.recovery.completed.is_set()
                 and not self.app.rebalancing
                 and not self.app.should_stop
