@@ -155,7 +155,7 @@ class _PendingCommit:
     output_counts: dict[str, int]
     writes: list[WriteSet]
     offsets: dict[TopicPartition, int]  # next offset to read, per partition
-    timestamps_ms: list[int] = field(default_factory=list)  # of the batch's input records
+    timestamps_ms: dict[str, list[int]] = field(default_factory=dict)  # of the batch's input records, by topic
 
 
 class BatchPipeline(Service, ConsumerRebalanceListener):
@@ -201,7 +201,6 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
         self._partition_counts: dict[str, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._latency = RECORD_LATENCY.labels(service, name)
         self._batch_seconds = BATCH_SECONDS.labels(service)
 
     def topic_name(self, topic: str) -> str:
@@ -210,6 +209,10 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
     @lru_cache(maxsize=None)
     def _records_in(self, topic: str):
         return RECORDS_IN.labels(self.service, topic.removesuffix(self.topic_suffix))
+
+    @lru_cache(maxsize=None)
+    def _latency(self, topic: str):
+        return RECORD_LATENCY.labels(self.service, topic.removesuffix(self.topic_suffix))
 
     async def _partition_count(self, topic: str) -> int:
         if topic not in self._partition_counts:
@@ -355,7 +358,10 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
                 deliveries += await self._send(TopicPartition(topic, partition), records)
         counts = {topic: len(outputs) for topic, outputs in by_topic.items()}
         writes = [w for w in (store.seal() for store in self.stores.values()) if w is not None]
-        pending = _PendingCommit(deliveries, counts, writes, offsets, [r.timestamp_ms for r in batch.records])
+        timestamps: dict[str, list[int]] = defaultdict(list)
+        for record in batch.records:
+            timestamps[record.topic].append(record.timestamp_ms)
+        pending = _PendingCommit(deliveries, counts, writes, offsets, timestamps)
         await self._commits.put(pending)
 
     async def _send(self, tp: TopicPartition, records: list[tuple[bytes, bytes | None]]) -> list[_Delivery]:
@@ -405,9 +411,10 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
         now = time.time()
         for topic, count in pending.output_counts.items():
             RECORDS_OUT.labels(self.service, topic.removesuffix(self.topic_suffix)).inc(count)
-        observe = self._latency.observe
-        for timestamp_ms in pending.timestamps_ms:
-            observe(max(now - timestamp_ms / 1000, 0.0))
+        for topic, timestamps_ms in pending.timestamps_ms.items():
+            observe = self._latency(topic).observe
+            for timestamp_ms in timestamps_ms:
+                observe(max(now - timestamp_ms / 1000, 0.0))
         for tp, offset in pending.offsets.items():
             partition = str(tp.partition)
             LAST_COMMIT.labels(self.service, tp.topic, partition).set(now)
