@@ -83,10 +83,12 @@ class AccountBooks:
         self.books: dict[str, AccountBook] = {}
         self.outcome = Outcome()
         self.changed: set[str] = set()
+        self.published: dict[str, tuple] = {}  # each book's published view as loaded
 
     def __getitem__(self, account_id: str) -> AccountBook:
         if account_id not in self.books:
             self.books[account_id] = AccountBook.from_state(account_id, self.store.get(f"account/{account_id}"))
+            self.published[account_id] = self.books[account_id].published_view()
         return self.books[account_id]
 
     def mark(self, account_id: str) -> None:
@@ -220,7 +222,8 @@ def _publish(batch: Batch, books: AccountBooks, now) -> None:
     for account_id in sorted(books.changed):
         book = books.books[account_id]
         books.store.put(f"account/{account_id}", book.to_state())
-        batch.emit(ENROLLMENT_STATE, account_id, book.to_record(now))
+        if book.published_view() != books.published[account_id]:  # account facts alone publish nothing
+            batch.emit(ENROLLMENT_STATE, account_id, book.to_record(now))
 
 
 decision_pipeline = runtime.batch_pipeline(

@@ -106,6 +106,14 @@ class AccountBook:
             (a for a in self.authorizations.values() if a.provider_id == provider_id and a.status == ACTIVE), None
         )
 
+    def published_view(self) -> tuple:
+        """What the state topic shows of the book (periods, lock-outs, authorizations), to tell
+        whether a change needs publishing: periods are only added or ended, lock-outs only added."""
+        return (
+            tuple((p.effective_to, p.end_reason) for p in self.periods), len(self.lockouts),
+            tuple((a.status, a.reauthorization_required) for a in self.authorizations.values()),
+        )
+
     def to_record(self, updated_at: datetime) -> dict:
         """The AccountEnrollments record that dispatch, baseline and settlement read."""
         return {
