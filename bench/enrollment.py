@@ -42,12 +42,12 @@ from bench.enrollment_requests import PROVIDERS, EnrollmentLoad
 from bench.ingest import ServiceRun, free_port, start_when_ready
 from bench.procstats import MachineCpu, cpu_seconds, peak_rss_mib
 from bench.profiling import Area, Sampler, py_spy_executable, where_the_time_goes
-from bench.topics import RecordCounter, delete_topics_containing
+from bench.topics import RecordCounter
 from gridflex import REPO_ROOT
 from gridflex.kafka_io import RecordProducer, read_records
 from gridflex.processes import ServiceFailed, ServiceProcess, isolated_env, isolated_topics
 from gridflex.settings import ServiceSettings
-from gridflex.topics import CLOCK, DEAD_LETTERS, ENROLLMENT_DECISIONS, INCENTIVES, TopicSpec
+from gridflex.topics import CLOCK, DEAD_LETTERS, ENROLLMENT_DECISIONS, INCENTIVES, TopicSpec, delete_topics_containing
 
 DEFAULT_RECORDS = 200_000
 TARGET_DECISIONS_PER_S = 5_000
