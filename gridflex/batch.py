@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -341,30 +341,27 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
                     self._records_in(tp.topic).inc(len(messages))
                 batch = Batch(self, records, self.clock.now())
                 await self.handler(batch)
-                await self._queue_commit(batch, {tp: messages[-1].offset + 1 for tp, messages in fetched.items() if messages})
+                await self._queue_commit(batch, fetched)
                 self._batch_seconds.observe(time.perf_counter() - started)
 
-    async def _queue_commit(self, batch: Batch, offsets: dict[TopicPartition, int]) -> None:
-        by_topic: dict[str, list[Output]] = defaultdict(list)
+    async def _queue_commit(self, batch: Batch, fetched: dict[TopicPartition, list]) -> None:
+        by_partition: dict[tuple[str, int], list[tuple[bytes, bytes]]] = defaultdict(list)
+        counts: dict[str, int] = defaultdict(int)
         for output in batch.outputs:
-            by_topic[output.topic].append(output)
+            partitions = self._partition_counts.get(output.topic) or await self._partition_count(output.topic)
+            by_partition[output.topic, key_partition(output.key, partitions)].append((output.key, output.value))
+            counts[output.topic] += 1
         deliveries: list[_Delivery] = []
-        for topic, outputs in by_topic.items():
-            partitions = await self._partition_count(topic)
-            by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-            for output in outputs:
-                by_partition[key_partition(output.key, partitions)].append((output.key, output.value))
-            for partition, records in by_partition.items():
-                deliveries += await self._send(TopicPartition(topic, partition), records)
-        counts = {topic: len(outputs) for topic, outputs in by_topic.items()}
+        for (topic, partition), records in by_partition.items():
+            deliveries += await self._send(TopicPartition(topic, partition), records)
         writes = [w for w in (store.seal() for store in self.stores.values()) if w is not None]
         timestamps: dict[str, list[int]] = defaultdict(list)
-        for record in batch.records:
-            timestamps[record.topic].append(record.timestamp_ms)
-        pending = _PendingCommit(deliveries, counts, writes, offsets, timestamps)
-        await self._commits.put(pending)
+        for tp, messages in fetched.items():
+            timestamps[tp.topic] += [m.timestamp for m in messages]
+        offsets = {tp: messages[-1].offset + 1 for tp, messages in fetched.items() if messages}
+        await self._commits.put(_PendingCommit(deliveries, counts, writes, offsets, timestamps))
 
-    async def _send(self, tp: TopicPartition, records: list[tuple[bytes, bytes | None]]) -> list[_Delivery]:
+    async def _send(self, tp: TopicPartition, records: Iterable[tuple[bytes, bytes | None]]) -> list[_Delivery]:
         """Queue records for one partition in as few producer batches as fit; nothing is awaited
         but room in the producer's buffer. (One future per batch, not per record.)"""
         deliveries, builder, count = [], self._producer.create_batch(), 0
@@ -391,7 +388,7 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
 
     async def _complete(self, pending: _PendingCommit) -> None:
         await asyncio.gather(*(delivery.future for delivery in pending.outputs))
-        changelog = [(writes, await self._send(writes.store.changelog, list(writes.values.items())))
+        changelog = [(writes, await self._send(writes.store.changelog, writes.values.items()))
                      for writes in pending.writes]
         await asyncio.gather(*(delivery.future for _, deliveries in changelog for delivery in deliveries))
         for writes, deliveries in changelog:

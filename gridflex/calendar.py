@@ -67,6 +67,7 @@ def is_business_day(day: date) -> bool:
     return is_weekday(day) and not is_holiday(day)
 
 
+@lru_cache(maxsize=4096)  # a pure function of the day: requests of one day share their answer
 def add_business_days(day: date, count: int) -> date:
     """The ``count``-th business day after ``day`` (``day`` itself never counts)."""
     if count < 1:
@@ -85,6 +86,7 @@ def _cycle_day_in(year: int, month: int, cycle_day: int) -> date:
     return date(year, month, min(cycle_day, (following - timedelta(days=1)).day))
 
 
+@lru_cache(maxsize=4096)
 def bill_period(day: date, cycle_day: int) -> tuple[date, date]:
     """The bill period (first day, last day) containing ``day`` (PROGRAMS.md): from the cycle day
     of one month to the day before the cycle day of the next; cycle day 1 gives calendar months."""

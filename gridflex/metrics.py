@@ -7,12 +7,21 @@ faust-streaming's known offset-commit problems show first.
 
 from __future__ import annotations
 
+import gc
 import time
+from collections import Counter as Tally
+from typing import Iterable
 
 from faust.sensors.monitor import TPOffsetMapping
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.types import TP
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+def count(counter: Counter, label_values: Iterable[tuple[str, ...]]) -> None:
+    """Increment ``counter`` once per distinct label set of a batch, not once per record."""
+    for values, amount in Tally(label_values).items():
+        counter.labels(*values).inc(amount)
+
 
 RECORDS_IN = Counter("gridflex_records_in", "Records consumed", ["service", "topic"])
 RECORDS_OUT = Counter("gridflex_records_out", "Records produced", ["service", "topic"])
@@ -43,6 +52,34 @@ LAST_COMMIT = Gauge(
     "gridflex_last_commit_timestamp_seconds", "Unix time of the partition's last offset commit",
     ["service", "topic", "partition"],
 )
+
+
+GC_PAUSES = Histogram(
+    "gridflex_gc_pause_seconds", "Pauses of Python's cyclic garbage collector", ["generation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
+# Collect the youngest generation every 50,000 net allocations instead of 700. Records are
+# dicts and tuples without reference cycles, so the collector finds almost nothing, and with
+# the default thresholds a batch of 5,000 records triggered a full collection of the whole heap
+# every few batches: a third of the enrollment worker's CPU time (bench, 100,000 decisions).
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_garbage_collection() -> None:
+    """Freeze what start-up allocated (modules, schemas, the app) out of every later collection,
+    collect less often, and time each pause (``gridflex_gc_pause_seconds``)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    started: list[float] = [0.0]
+
+    def observe(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            GC_PAUSES.labels(str(info["generation"])).observe(time.perf_counter() - started[0])
+
+    gc.callbacks.append(observe)
 
 
 class ServiceMonitor(PrometheusMonitor):

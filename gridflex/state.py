@@ -10,13 +10,14 @@ changelog from its checkpoint, so a restart, a rebalance or a lost disk recovers
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator
 
+import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
@@ -28,11 +29,21 @@ RESTORE_PROGRESS_EVERY_S = 5.0
 
 
 def encode_value(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    """JSON (orjson): dataclasses as objects, dates and instants as ISO 8601 strings (they are
+    read back as strings), decimals as strings, sets as sorted lists."""
+    return orjson.dumps(value, default=_json_default)
 
 
 def decode_value(data: bytes) -> Any:
-    return json.loads(data)
+    return orjson.loads(data)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 @dataclass

@@ -22,6 +22,7 @@ from prometheus_client import Counter, Gauge
 from gridflex.batch import Batch, InputRecord
 from gridflex.calendar import local_date
 from gridflex.codec import Undecodable
+from gridflex.metrics import count
 from gridflex.programs import ProgramCatalogue
 from gridflex.state import PartitionStore
 from gridflex.streaming import ServiceRuntime
@@ -71,8 +72,8 @@ clock_skew = timedelta(seconds=settings.clock_skew_s)
 
 DEADLINE_CHECK_S = 1.0  # how often waiting requests and pending authorizations are checked without input
 WAITING = "!waiting/"  # "!waiting/<wait_until>/<service_account_id>": sorts before account keys
-OVERDUE = "!pending-authorization/"
-OFFLINE = "!offline/"  # "!offline/<service_account_id>" while a thermostat of the account is offline  # "!pending-authorization/<due>/<service_account_id>"
+OVERDUE = "!pending-authorization/"  # "!pending-authorization/<due>/<service_account_id>"
+OFFLINE = "!offline/"  # "!offline/<service_account_id>" while a thermostat of the account is offline
 
 
 class AccountBooks:
@@ -211,12 +212,12 @@ def _flag_overdue_authorizations(books: AccountBooks, now) -> None:
 
 
 def _publish(batch: Batch, books: AccountBooks, now) -> None:
-    for decision in books.outcome.decisions:
+    decisions = books.outcome.decisions
+    for decision in decisions:
         batch.emit(ENROLLMENT_DECISIONS.format(provider_id=decision["provider_id"]),
                    decision["service_account_id"], decision)
-        DECISIONS.labels(decision["program_id"], decision["action"], decision["outcome"]).inc()
-        for failure in decision["failures"]:
-            RULE_FAILURES.labels(failure["code"]).inc()
+    count(DECISIONS, ((d["program_id"], d["action"], d["outcome"]) for d in decisions))
+    count(RULE_FAILURES, ((failure["code"],) for d in decisions for failure in d["failures"]))
     for claim in books.outcome.claims:
         batch.emit(INCENTIVE_CLAIMS, claim["program_id"], claim)
     for account_id in sorted(books.changed):
@@ -234,6 +235,7 @@ decision_pipeline = runtime.batch_pipeline(
 
 async def decide_incentives(batch: Batch) -> None:
     """Bonus and rebate claims, one after another in log order (the funds are on one partition)."""
+    decided = []
     for partition, records in batch.by_partition().items():
         ledger = IncentiveLedger(batch.store(partition), programs)
         for record in records:
@@ -245,9 +247,11 @@ async def decide_incentives(batch: Batch) -> None:
                 batch.dead_letter(record, decision.reason_code, decision.reason)
             elif decision is not None:
                 batch.emit(INCENTIVES, decision["service_account_id"], decision)
-                INCENTIVE_DECISIONS.labels(decision["program_id"], decision["kind"], decision["outcome"]).inc()
-                if decision["fund_remaining"] is not None:
-                    FUND_REMAINING.labels(decision["program_id"]).set(float(decision["fund_remaining"]))
+                decided.append(decision)
+    count(INCENTIVE_DECISIONS, ((d["program_id"], d["kind"], d["outcome"]) for d in decided))
+    for program_id, remaining in {d["program_id"]: d["fund_remaining"] for d in decided
+                                  if d["fund_remaining"] is not None}.items():
+        FUND_REMAINING.labels(program_id).set(float(remaining))
 
 
 incentive_pipeline = runtime.batch_pipeline(INCENTIVE_CLAIMS, decide_incentives, state_name="incentives")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from datetime import date, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 import structlog
 
 from gridflex.batch import Batch, InputRecord
@@ -108,7 +108,7 @@ def projection_rows(records: Iterable[InputRecord]) -> ProjectionRows:
             decisions.setdefault((provider, decision["request_id"]), (
                 provider, decision["request_id"], decision["program_id"], decision["action"],
                 decision["service_account_id"], decision["thermostat_serial"], decision["outcome"],
-                decision["effective_date"], json.dumps(json_ready(decision["failures"])), decision["lockout_until"],
+                decision["effective_date"], json_text(decision["failures"]), decision["lockout_until"],
                 decision["requested_at"], decision["decided_at"], record.topic, record.partition, record.offset,
             ))
         else:
@@ -116,22 +116,33 @@ def projection_rows(records: Iterable[InputRecord]) -> ProjectionRows:
             account = state["service_account_id"]
             if account not in accounts or accounts[account][4] < record.offset:
                 accounts[account] = (
-                    account, json.dumps(json_ready(state)), state["updated_at"], record.partition, record.offset,
+                    account, json_text(state), state["updated_at"], record.partition, record.offset,
                 )
     return ProjectionRows(list(decisions.values()), list(accounts.values()), rejected)
 
 
 def json_ready(value: Any) -> Any:
     """A decoded Avro value as JSON values: dates and instants as ISO 8601 strings."""
-    if isinstance(value, datetime):
-        return iso_instant(value)
     if isinstance(value, date):
-        return value.isoformat()
+        return _json_date(value)
     if isinstance(value, Mapping):
         return {key: json_ready(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_ready(item) for item in value]
     return value
+
+
+def json_text(value: Any) -> str:
+    """The JSON text of a decoded Avro value, dates and instants as :func:`json_ready` writes them."""
+    return orjson.dumps(value, default=_json_date, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
+
+
+def _json_date(value: Any) -> str:
+    if isinstance(value, datetime):
+        return iso_instant(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def token_digest(token: str) -> bytes:

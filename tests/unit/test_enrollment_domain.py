@@ -10,6 +10,7 @@ import pytest
 from gridflex import REPO_ROOT
 from gridflex.calendar import add_business_days
 from gridflex.programs import ProgramCatalogue
+from gridflex.state import decode_value, encode_value
 from services.enrollment.domain import accounts
 from services.enrollment.domain.accounts import AccountBook, Outcome
 from services.enrollment.domain.incentives import ClaimRefused, IncentiveLedger
@@ -144,7 +145,7 @@ def test_the_book_survives_its_storage_form():
     book = AccountBook("SA-1", account())
     decide(book, request())
     book.waiting.append({"provider_id": "resideo", "request": request(request_id="R-9"), "wait_until": NOW})
-    restored = AccountBook.from_state("SA-1", book.to_state())
+    restored = AccountBook.from_state("SA-1", decode_value(encode_value(book.to_state())))
     assert restored == book
 
 

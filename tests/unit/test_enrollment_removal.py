@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from gridflex import REPO_ROOT
 from gridflex.programs import ProgramCatalogue
+from gridflex.state import decode_value, encode_value
 from services.enrollment.domain import removal
 from services.enrollment.domain.removal import Event, Participation
 
@@ -109,4 +110,4 @@ def test_events_for_other_providers_are_not_dispatched_to_the_account():
 def test_participation_survives_its_storage_form():
     participation = enrolled()
     removal.record_device_status(participation, status("WENT_OFFLINE", utc(2025, 7, 11, 18), online=False))
-    assert Participation.from_state(participation.to_state()) == participation
+    assert Participation.from_state(decode_value(encode_value(participation.to_state()))) == participation

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
 
 from gridflex.calendar import add_business_days, add_months, bill_period, local_date
 from gridflex.programs import Program, ProgramCatalogue
@@ -132,14 +131,11 @@ class AccountBook:
     # -- storage (JSON) -----------------------------------------------------------------------
 
     def to_state(self) -> dict:
+        """The book for the state store (its JSON encoder writes dataclasses, dates and sets)."""
         return {
-            "account": _jsonable(self.account),
-            "periods": [_jsonable(vars(p)) for p in self.periods],
-            "lockouts": [_jsonable(vars(lock)) for lock in self.lockouts],
-            "authorizations": [_jsonable(vars(a)) for a in self.authorizations.values()],
-            "decided": sorted(self.decided),
-            "waiting": [_jsonable(w) for w in self.waiting],
-            "claims": [_jsonable(vars(c)) for c in self.claims],
+            "account": self.account, "periods": self.periods, "lockouts": self.lockouts,
+            "authorizations": list(self.authorizations.values()), "decided": self.decided,
+            "waiting": self.waiting, "claims": self.claims,
         }
 
     @classmethod
@@ -149,15 +145,21 @@ class AccountBook:
         return cls(
             service_account_id,
             account=_account_from_json(state["account"]) if state["account"] else None,
-            periods=[Period(**_dated(p, "effective_from", "effective_to")) for p in state["periods"]],
-            lockouts=[Lockout(**_dated(lock, "until")) for lock in state["lockouts"]],
+            periods=[Period(p["program_id"], p["provider_id"], p["thermostat_serial"], p["request_id"],
+                            date.fromisoformat(p["effective_from"]), _date_or_none(p["effective_to"]),
+                            p["end_reason"]) for p in state["periods"]],
+            lockouts=[Lockout(lock["program_id"], date.fromisoformat(lock["until"]), lock["reason"])
+                      for lock in state["lockouts"]],
             authorizations={
-                a["authorization_id"]: Authorization(**_timed(a, "requested_at", "updated_at"))
+                a["authorization_id"]: Authorization(
+                    a["authorization_id"], a["provider_id"], a["status"], datetime.fromisoformat(a["requested_at"]),
+                    datetime.fromisoformat(a["updated_at"]), a["reauthorization_required"])
                 for a in state["authorizations"]
             },
             decided=set(state["decided"]),
             waiting=[_request_from_json(w) for w in state["waiting"]],
-            claims=[PendingClaim(**_dated(c, "post_on")) for c in state["claims"]],
+            claims=[PendingClaim(c["claim_id"], c["kind"], c["program_id"], c["provider_id"], c["thermostat_serial"],
+                                 date.fromisoformat(c["post_on"])) for c in state["claims"]],
         )
 
 
@@ -377,31 +379,20 @@ def _duration(span: timedelta) -> str:
 
 # -- JSON for the state store -----------------------------------------------------------------
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    return value
-
-
-def _dated(values: dict, *names: str) -> dict:
-    return {k: (date.fromisoformat(v) if k in names and v is not None else v) for k, v in values.items()}
-
-
-def _timed(values: dict, *names: str) -> dict:
-    return {k: (datetime.fromisoformat(v) if k in names and v is not None else v) for k, v in values.items()}
+def _date_or_none(value: str | None) -> date | None:
+    return date.fromisoformat(value) if value is not None else None
 
 
 def _account_from_json(account: dict) -> dict:
-    account = _dated(account, "service_start", "service_end", "net_metering_since")
-    return _timed(account, "updated_at")
+    return {
+        **account,
+        "service_start": date.fromisoformat(account["service_start"]),
+        "service_end": _date_or_none(account["service_end"]),
+        "net_metering_since": _date_or_none(account["net_metering_since"]),
+        "updated_at": datetime.fromisoformat(account["updated_at"]),
+    }
 
 
 def _request_from_json(waiting: dict) -> dict:
-    request = _timed(waiting["request"], "requested_at")
+    request = {**waiting["request"], "requested_at": datetime.fromisoformat(waiting["request"]["requested_at"])}
     return {**waiting, "request": request, "wait_until": datetime.fromisoformat(waiting["wait_until"])}

@@ -50,7 +50,7 @@ def account_failures(program: Program, account: dict, day: date) -> list[RuleFai
     if service_end is not None and service_end < day:
         failures.append(RuleFailure("ACCOUNT_CLOSED", f"service on the account ended on {service_end}"))
     customer_class = account["customer_class"]
-    if customer_class not in {c.value for c in rules.customer_classes}:
+    if customer_class not in rules.customer_classes:  # CustomerClass is a str enum
         failures.append(RuleFailure(
             "CUSTOMER_CLASS_NOT_ELIGIBLE",
             f"customer class {customer_class} is not one of {_listed(c.value for c in rules.customer_classes)}",
@@ -64,7 +64,7 @@ def account_failures(program: Program, account: dict, day: date) -> list[RuleFai
             "RATE_SCHEDULE_NOT_ELIGIBLE",
             f"rate schedule {account['rate_schedule']} is not one of {_listed(rules.rate_schedules)}",
         ))
-    allowed = {code for cls, codes in rules.dual_participation.items() if cls.value == customer_class for code in codes}
+    allowed = rules.dual_participation.get(customer_class, frozenset())
     for code in sorted(account["programs"]):
         if code in rules.excluded_programs and code not in allowed:
             failures.append(RuleFailure(

@@ -54,7 +54,7 @@ class Participation:
     found: list[str] = field(default_factory=list)  # findings already published (their keys)
 
     def to_state(self) -> dict:
-        return {"enrollments": [_period_json(p) for p in self.enrollments], "offline_since": self.offline_since,
+        return {"enrollments": self.enrollments, "offline_since": self.offline_since,
                 "overrides": self.overrides, "usage": self.usage, "found": self.found}
 
     @classmethod
@@ -73,11 +73,6 @@ class Participation:
                     and (period["effective_to"] is None or day < period["effective_to"])):
                 return period["provider_id"]
         return None
-
-
-def _period_json(period: dict) -> dict:
-    return {**period, "effective_from": period["effective_from"].isoformat(),
-            "effective_to": period["effective_to"].isoformat() if period["effective_to"] else None}
 
 
 # -- what happened ---------------------------------------------------------------------------------
