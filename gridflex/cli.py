@@ -8,6 +8,7 @@ import sys
 from datetime import datetime, timezone
 
 import click
+import structlog
 
 from gridflex import stack as local_stack
 from gridflex.settings import ServiceSettings
@@ -23,6 +24,10 @@ def _settings() -> ServiceSettings:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Operate gridflex: demand-response programs on Kafka."""
+    # A command's output (a token, topic names) is stdout; what the code it calls logs (e.g.
+    # "migration applied") goes to stderr, so `TOKEN=$(gridflex partner credential acme)` works.
+    # `gridflex run` configures the services' own logging over this.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
 
 # -- local stack ---------------------------------------------------------------------------------
@@ -160,6 +165,7 @@ def run(service: str) -> None:
     from faust import Worker
 
     from gridflex.logs import configure_logging
+    from gridflex.metrics import tune_garbage_collection
 
     settings = _settings()
     logging_config = configure_logging(service, settings.log_level, settings.log_format)
@@ -168,6 +174,7 @@ def run(service: str) -> None:
         module.app, loglevel=settings.log_level, logging_config=logging_config, redirect_stdouts=False,
         quiet=settings.log_format == "json",
     )
+    tune_garbage_collection()
     worker.execute_from_commandline()
 
 
