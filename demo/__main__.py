@@ -1,73 +1,111 @@
-"""`make demo`: one summer day of household meter reads through the telemetry service.
+"""`make demo`: providers enroll thermostats in the SCE Smart Energy Program, then one summer day
+of household meter reads, through the enrollment and telemetry services.
 
 What it shows, on the local stack (`make up`) and nothing else:
 
-- the telemetry service running as a real process on a simulated clock, on a private copy of
-  the topics (suffix ``-demo-<hex6>``), so reruns never mix with earlier runs;
-- one local day of the Green Button sample year (data/demo, six household load profiles) spread
-  over ~60 service accounts, each scaled by its own factor: most meters hourly in Wh, a few on
-  15-minute intervals, some reporting kWh (normalized to kWh by the service);
-- the day streamed hour by hour: the clock ticks to each hour's end + 5 min, then that hour's
-  reads go out, with one progress line per hour;
-- what a real feed carries too, labelled as it goes: estimated reads revised later, an exact
-  re-delivery, a late old revision, a negative value, an unknown unit, a misaligned interval, a
-  meter with a fast clock and bytes that are not Avro; and thermostats on two providers' topics
-  (their midnight states go first, and the demo waits until the service, which subscribes to
-  every provider's topic by pattern, has reported them);
-- at the end, read back from the service's outputs and checked against what was sent: clean
-  intervals vs dead letters by reason code, the reconciliation counters, the day's load per
-  profile (kWh, peak hour) from the clean output, and the device status changes.
+- both services running as real processes on one simulated clock, on a private copy of the topics
+  (suffix ``-demo-<hex6>``) and a private Postgres schema (``demo_<hex6>``), so reruns never mix
+  with earlier runs; the providers' API tokens are minted with ``gridflex partner credential``;
+- the weeks before the day, step by step (demo.enrollment): the utility publishes its service
+  accounts, EnergyHub and Resideo send enrollment requests for ``sce-sep-2025``, most on their
+  Kafka topics and some over the HTTP API with their own tokens (and a token used for the other
+  provider's path, and no token at all); eligible and ineligible accounts, a re-delivered
+  request, an account published a day late, a mistyped account, a utility-program thermostat, a
+  second thermostat, a customer who cancels;
+- the day itself (demo.scenario): the Green Button sample year's load, replayed on 2025 (same
+  weekday, 730 weeks later), spread over ~60 accounts, streamed hour by hour with the trouble a
+  real feed carries, and the enrolled thermostats reporting their state;
+- at the end, read back from the services' outputs (topics, /metrics, the HTTP API) and checked
+  against what was sent: decisions with every failed rule, effective dates, sign-up bonuses,
+  enrollment state; clean intervals vs dead letters, the day's load per profile, device status.
 
-Run: ``python -m demo [--accounts 60] [--day 2011-07-20]``. Exits 0 when everything came out as
-expected, 1 when it did not or the service failed (its log is in var/log/demo-telemetry.log),
-2 for a day outside the sample year, 130 on Ctrl-C (the service is stopped in every case).
+Run: ``python -m demo [--accounts 60] [--day 2025-07-16]``. Exits 0 when everything came out as
+expected, 1 when it did not or a service failed (logs in var/log/demo-<service>.log), 2 for a day
+the replayed sample year or the program does not cover, 130 on Ctrl-C (the services are stopped
+in every case).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
+import os
 import secrets
-import socket
+import subprocess
 import sys
 import time
-from datetime import date, datetime, timezone
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, datetime, timedelta, timezone
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import asyncpg
 from aiokafka.errors import KafkaError
 
 from gridflex import REPO_ROOT
 from gridflex.calendar import LOCAL_ZONE
-from gridflex.kafka_io import RecordProducer, read_records
+from gridflex.kafka_io import RecordProducer
 from gridflex.processes import ServiceFailed, ServiceProcess, isolated_env, isolated_topics
+from gridflex.programs import ProgramCatalogue
 from gridflex.settings import ServiceSettings
-from gridflex.topics import CLOCK, DEAD_LETTERS, DEVICE_STATUS, METER_INTERVALS, METER_READS
+from gridflex.topics import (
+    CLOCK,
+    DEAD_LETTERS,
+    DEVICE_STATUS,
+    ENROLLMENT_DECISIONS,
+    ENROLLMENT_STATE,
+    INCENTIVES,
+    METER_INTERVALS,
+    METER_READS,
+    delete_topics_containing,
+)
 
-from demo.greenbutton import SAMPLE_YEAR_CSV, OutsideSampleYear, SampleYear
+from demo.driving import (
+    DemoFailed,
+    collect,
+    distinct,
+    port_in_use,
+    readable_log,
+    relative,
+    scrape,
+    send_records,
+    tick,
+    wait_until,
+)
+from demo.enrollment import (
+    FIRST_REQUEST_DAYS_BEFORE,
+    HTTP,
+    KAFKA,
+    PROGRAM_ID,
+    PROVIDERS,
+    UNKNOWN_ACCOUNT_WAIT,
+    EnrollmentScenario,
+    build_enrollment,
+)
+from demo.enrollment_phase import ProviderApi, run_enrollment
+from demo.enrollment_report import EnrollmentMetrics, EnrollmentOutputs, EnrollmentReport
+from demo.greenbutton import SAMPLE_YEAR_CSV, REPLAY_WEEKS, OutsideSampleYear, SampleYear, replayed_days, sample_day
 from demo.report import Outputs, Report, TelemetryMetrics, decoded
-from demo.scenario import MIN_ACCOUNTS, DayScenario, Outgoing, SimulatedHour, build_day
+from demo.scenario import MIN_ACCOUNTS, DayScenario, SimulatedHour, build_day
 
-PROVIDERS = ("energyhub", "resideo")
-LOG_PATH = REPO_ROOT / "var" / "log" / "demo-telemetry.log"
-CLOCK_TIMEOUT_S = 10.0  # the service's clock follower reads a tick within a poll or two
+LOG_DIR = REPO_ROOT / "var" / "log"
+LOGS = {service: LOG_DIR / f"demo-{service}.log" for service in ("enrollment", "telemetry")}
 HOUR_TIMEOUT_S = 60.0  # for the service to handle one hour's reads (a rebalance can pause it for seconds)
 QUIET_S = 5.0  # … or to show no progress at all, short of handling them
 DEVICE_TIMEOUT_S = 60.0  # partner topics are discovered every 10 s, then subscribed after a rebalance
-
-
-class DemoFailed(RuntimeError):
-    """The demo could not complete; the message says why."""
+SERVICE_READY_S = 90.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--accounts", type=int, default=60, help="service accounts to simulate (default 60)")
-    parser.add_argument("--day", type=date.fromisoformat, default=date(2011, 7, 20),
-                        help="a local day of the 2011 sample year (default 2011-07-20, a Wednesday)")
-    parser.add_argument("--seed", type=int, default=2011, help="seed for the per-account factors and noise")
+    parser.add_argument("--day", type=date.fromisoformat, default=date(2025, 7, 16),
+                        help="the local day of meter reads, in 2025 (default 2025-07-16, a Wednesday: the load of "
+                             "Wednesday 2011-07-20); enrollment happens in the weeks before")
+    parser.add_argument("--seed", type=int, default=2011, help="seed for the per-account factors, noise and sign-ups")
     parser.add_argument("--web-port", type=int, default=8101, help="the telemetry service's /metrics port")
+    parser.add_argument("--enrollment-port", type=int, default=8102,
+                        help="the enrollment service's port (HTTP API and /metrics)")
     args = parser.parse_args(argv)
     if args.accounts < MIN_ACCOUNTS:
         parser.error(f"--accounts must be at least {MIN_ACCOUNTS}")
@@ -80,100 +118,190 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     started = time.monotonic()
+    sample = SampleYear.load()
+    programs = ProgramCatalogue.load(REPO_ROOT / "programs")
+    first, last = replayed_days(sample)
+    # The first sign-ups may be dated the day before the first step: the program must be open then.
+    first = max(first, programs[PROGRAM_ID].effective_from + timedelta(days=FIRST_REQUEST_DAYS_BEFORE + 1))
     try:
-        scenario = build_day(SampleYear.load(), args.day, args.accounts, args.seed)
+        if not first <= args.day <= last:
+            raise OutsideSampleYear(f"{args.day} is outside what the demo covers")
+        scenario = build_day(sample, args.day, args.accounts, args.seed)
     except OutsideSampleYear as exc:
-        print(f"demo: {exc.args[0]}; pick a --day in 2011", file=sys.stderr)
+        print(f"demo: {exc.args[0]}; pick a --day from {first} to {last} (the sample year replayed "
+              f"{REPLAY_WEEKS} weeks later, with {PROGRAM_ID} open for the weeks of sign-ups before)", file=sys.stderr)
         return 2
+    enrollment = build_enrollment(scenario, programs, args.seed)
     suffix = f"-demo-{secrets.token_hex(3)}"
     settings = ServiceSettings(topic_suffix=suffix)
+    schema = f"demo_{suffix.rsplit('-', 1)[1]}"
+    database_url = with_search_path(settings.database_url, schema)
     zone = scenario.hours[0].start.astimezone(LOCAL_ZONE).tzname()
-    introduce(scenario, settings, args.web_port, zone)
+    introduce(scenario, enrollment, settings, args, zone, schema)
 
-    if port_in_use(args.web_port):
-        print(f"\ndemo: port {args.web_port} is taken (another telemetry service?); "
-              "stop it or pass --web-port", file=sys.stderr)
-        return 1
-    service = ServiceProcess("telemetry", isolated_env(suffix), web_port=args.web_port, log_path=LOG_PATH)
+    for port, service in ((args.enrollment_port, "enrollment"), (args.web_port, "telemetry")):
+        if port_in_use(port):
+            option = "--enrollment-port" if service == "enrollment" else "--web-port"
+            print(f"\ndemo: port {port} is taken (another {service} service?); stop it or pass {option}",
+                  file=sys.stderr)
+            return 1
+    wait_s = str(int(UNKNOWN_ACCOUNT_WAIT.total_seconds()))
+    enroller = ServiceProcess("enrollment", isolated_env(
+        suffix, GRIDFLEX_DATABASE_URL=database_url, GRIDFLEX_ENROLLMENT_UNKNOWN_ACCOUNT_WAIT_S=wait_s,
+    ), web_port=args.enrollment_port, log_path=LOGS["enrollment"])
+    telemetry = ServiceProcess("telemetry", isolated_env(suffix), web_port=args.web_port, log_path=LOGS["telemetry"])
+    services = [enroller, telemetry]
     try:
-        asyncio.run(prepare(settings, scenario))
-        mark_log(suffix)
-        print("\nstarting the telemetry service … ", end="", flush=True)
+        asyncio.run(prepare(settings, enrollment.steps[0].at, schema))
+        tokens = mint_tokens(database_url)
+        mark_logs(suffix)
+        print("starting the enrollment and telemetry services … ", end="", flush=True)
         ready_since = time.monotonic()
-        service.start()
-        print(f"up in {time.monotonic() - ready_since:.1f} s (pid {service.process.pid})")
-        metrics, outputs = asyncio.run(stream_day(settings, service, scenario, zone))
+        with ThreadPoolExecutor(len(services)) as pool:
+            list(pool.map(lambda service: service.start(SERVICE_READY_S), services))
+        print(f"up in {time.monotonic() - ready_since:.1f} s "
+              f"(pids {', '.join(str(service.process.pid) for service in services)})")
+        api_url = f"http://127.0.0.1:{args.enrollment_port}"
+        enrollment_metrics, answers = asyncio.run(
+            enrollment_weeks(settings, enroller, telemetry, ProviderApi(api_url, tokens), enrollment))
+        metrics = asyncio.run(stream_day(settings, telemetry, enroller, scenario, zone))
+        outputs, enrollment_metrics, enrollment_outputs = asyncio.run(
+            read_back(settings, metrics, enroller, answers))
     except ServiceFailed as exc:
         what, _, tail = str(exc).partition("\n")
+        log = LOGS.get(what.split(" ", 1)[0])
         print(f"\n\ndemo FAILED: {what.rstrip(':')}. The end of its log:\n{readable_log(tail)}\n\n"
-              f"full log: {relative(LOG_PATH)}", file=sys.stderr)
+              f"full log: {relative(log) if log else ', '.join(relative(path) for path in LOGS.values())}",
+              file=sys.stderr)
         return 1
     except DemoFailed as exc:
-        log_hint = f"\nservice log: {relative(LOG_PATH)}" if service.process else ""
-        print(f"\n\ndemo FAILED: {exc}{log_hint}", file=sys.stderr)
+        started_any = any(service.process for service in services)
+        logs = ", ".join(relative(path) for path in LOGS.values())
+        print(f"\n\ndemo FAILED: {exc}" + (f"\nservice logs: {logs}" if started_any else ""), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\n\ndemo interrupted; stopping the telemetry service (log: {relative(LOG_PATH)})", file=sys.stderr)
+        print("\n\ndemo interrupted; stopping the services (logs: "
+              f"{', '.join(relative(path) for path in LOGS.values())})", file=sys.stderr)
         return 130
     finally:
-        service.stop()
+        for service in services:
+            service.stop()
 
+    enrollment_report = EnrollmentReport(enrollment, enrollment_metrics, enrollment_outputs, scenario.day, api_url)
     report = Report(scenario, metrics, outputs, zone, suffix)
+    print(enrollment_report.render())
     print(report.render())
     elapsed = time.monotonic() - started
-    print(f"\nservice log: {relative(LOG_PATH)} (this run's topics and consumer group end in {suffix})")
-    if report.failures:
-        print(f"\ndemo FAILED after {elapsed:.0f} s: {len(report.failures)} check(s) did not hold:", file=sys.stderr)
-        for failure in report.failures:
+    checks = [*enrollment_report.checks, *report.checks]
+    failures = [check.what for check in checks if not check.ok]
+    print(f"\nservice logs: {', '.join(relative(path) for path in LOGS.values())} (this run's topics and "
+          f"consumer groups end in {suffix}; its Postgres schema is {schema})")
+    if failures:
+        print(f"\ndemo FAILED after {elapsed:.0f} s: {len(failures)} check(s) did not hold:", file=sys.stderr)
+        for failure in failures:
             print(f"  ✗ {failure}", file=sys.stderr)
         return 1
-    print(f"demo OK in {elapsed:.0f} s: all {len(report.checks)} checks held")
+    print(f"demo OK in {elapsed:.0f} s: all {len(checks)} checks held")
     return 0
 
 
-def introduce(scenario: DayScenario, settings: ServiceSettings, web_port: int, zone: str) -> None:
+def introduce(scenario: DayScenario, enrollment: EnrollmentScenario, settings: ServiceSettings,
+              args: argparse.Namespace, zone: str, schema: str) -> None:
     accounts = scenario.accounts
     quarter = sum(1 for a in accounts if a.interval_seconds == 900)
     kwh = sum(1 for a in accounts if a.unit == "KWH")
+    channels = {channel: sum(1 for case in enrollment.cases if case.channel == channel) for channel in (KAFKA, HTTP)}
+    steps = enrollment.steps
     rows = [
         ["day", f"{scenario.day:%A %Y-%m-%d}, America/Los_Angeles ({len(scenario.hours)} hours, {zone})"],
         ["data", f"{relative(SAMPLE_YEAR_CSV)}: Green Button sample year, "
-                 f"{len({a.profile for a in accounts})} household load profiles (Apache-2.0)"],
+                 f"{len({a.profile for a in accounts})} household load profiles (Apache-2.0); the day carries the "
+                 f"load of {sample_day(scenario.day):%A %Y-%m-%d}"],
         ["accounts", f"{len(accounts)} service accounts, profiles round-robin, each scaled ×0.8–1.3; "
                      f"{quarter} on 15-minute meters, {kwh} reporting kWh, the rest hourly Wh"],
+        ["sign-ups", f"{len(enrollment.cases)} requests for {enrollment.program.id} from {' and '.join(PROVIDERS)}, "
+                     f"{channels[KAFKA]} on Kafka and {channels[HTTP]} over HTTP, "
+                     f"{steps[0].at.astimezone(LOCAL_ZONE):%m-%d} to {steps[-1].at.astimezone(LOCAL_ZONE):%m-%d}"],
         ["topics", f"private copies with suffix {settings.topic_suffix} "
                    f"(e.g. {METER_READS}{settings.topic_suffix})"],
-        ["service", f"telemetry, simulated clock, http://127.0.0.1:{web_port}/metrics, "
-                    f"log {relative(LOG_PATH)}"],
+        ["postgres", f"private schema {schema} (the enrollment projection, submissions and API tokens)"],
+        ["services", f"enrollment http://127.0.0.1:{args.enrollment_port} (API, /metrics), "
+                     f"telemetry http://127.0.0.1:{args.web_port}/metrics; simulated clock; logs in "
+                     f"{relative(LOG_DIR)}/demo-*.log"],
     ]
     season = "summer " if 6 <= scenario.day.month <= 9 else ""
-    print(f"gridflex demo: one {season}day of meter reads through the telemetry service\n")
+    print(f"gridflex demo: thermostats enroll in the Smart Energy Program, then one {season}day of meter reads\n")
     for name, text in rows:
         print(f"  {name:<9} {text}")
 
 
-async def prepare(settings: ServiceSettings, scenario: DayScenario) -> None:
-    """Create this run's topics; start the clock at the beginning of the day."""
+def with_search_path(database_url: str, schema: str) -> str:
+    """The database URL with ``schema`` as the only schema its connections see."""
+    parts = urlsplit(database_url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "search_path"] + [("search_path", schema)]
+    return parts._replace(query=urlencode(query)).geturl()
+
+
+async def prepare(settings: ServiceSettings, start: datetime, schema: str) -> None:
+    """Delete what earlier runs left (their topics and schemas: this run's stay for inspection),
+    create this run's, and start the clock at the first step."""
     try:
+        await delete_topics_containing(settings.kafka_bootstrap, "-demo-")
         await isolated_topics(settings, providers=PROVIDERS)
         async with RecordProducer(settings) as producer:
-            await (await producer.send(CLOCK, "clock", {"now": scenario.hours[0].start}))
+            await (await producer.send(CLOCK, "clock", {"now": start}))
     except KafkaError as exc:
         raise DemoFailed(f"Kafka at {settings.kafka_bootstrap} did not answer ({exc!r}); is the stack up? "
                          "`make up` starts it") from None
+    try:
+        connection = await asyncpg.connect(settings.database_url)
+        try:
+            for (earlier,) in await connection.fetch(
+                    r"SELECT nspname FROM pg_namespace WHERE nspname ~ '^demo_[0-9a-f]{6}$'"):
+                await connection.execute(f'DROP SCHEMA "{earlier}" CASCADE')
+            await connection.execute(f'CREATE SCHEMA "{schema}"')
+        finally:
+            await connection.close()
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DemoFailed(f"Postgres did not answer ({exc!r}); is the stack up? `make up` starts it") from None
 
 
-def mark_log(suffix: str) -> None:
-    """The service appends to its log; a line marks where this run begins."""
-    LOG_PATH.parent.mkdir(parents=True, exist_ok=True)
-    with LOG_PATH.open("a") as log:
-        log.write(f"# ---- gridflex demo run {suffix}, started {datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} ----\n")
+def mint_tokens(database_url: str) -> dict[str, str]:
+    """One API token per provider, minted the way an operator does: `gridflex partner credential`."""
+    print(f"\nminting API tokens: gridflex partner credential {' / '.join(PROVIDERS)} … ", end="", flush=True)
+    env = {**os.environ, "GRIDFLEX_DATABASE_URL": database_url}
+    tokens = {}
+    for provider in PROVIDERS:
+        result = subprocess.run([sys.executable, "-m", "gridflex.cli", "partner", "credential", provider],
+                                env=env, capture_output=True, text=True, timeout=60)
+        token = result.stdout.strip()
+        if result.returncode != 0 or not token or len(token.split()) != 1:
+            raise DemoFailed(f"`gridflex partner credential {provider}` failed ({result.returncode}):\n"
+                             f"{result.stdout}{result.stderr}")
+        tokens[provider] = token
+    print("done (only their SHA-256 is stored)")
+    return tokens
 
 
-async def stream_day(
-    settings: ServiceSettings, service: ServiceProcess, scenario: DayScenario, zone: str
-) -> tuple[TelemetryMetrics, Outputs]:
+def mark_logs(suffix: str) -> None:
+    """The services append to their logs; a line marks where this run begins."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    for path in LOGS.values():
+        with path.open("a") as log:
+            log.write(f"# ---- gridflex demo run {suffix}, started "
+                      f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} ----\n")
+
+
+async def enrollment_weeks(settings: ServiceSettings, enroller: ServiceProcess, telemetry: ServiceProcess,
+                           api: ProviderApi, enrollment: EnrollmentScenario) -> tuple[EnrollmentMetrics, list]:
+    async with api:
+        return await run_enrollment(settings, enroller, [telemetry], api, enrollment)
+
+
+async def stream_day(settings: ServiceSettings, service: ServiceProcess, enroller: ServiceProcess,
+                     scenario: DayScenario, zone: str) -> TelemetryMetrics:
     async with RecordProducer(settings) as producer:
+        await tick(producer, [service, enroller], scenario.hours[0].start)
         await open_day(producer, service, scenario)
 
         print(f"\nstreaming {scenario.day} hour by hour (clock → each hour's end + 5 min, then its reads):\n")
@@ -183,8 +311,7 @@ async def stream_day(
         print("  " + "─" * (len(header) - 2))
         sent, handled = 0, 0
         for hour in scenario.hours:
-            await (await producer.send(CLOCK, "clock", {"now": hour.tick}))
-            await wait_for_clock(service, hour.tick)
+            await tick(producer, [service], hour.tick)
             await send_records(producer, [*hour.meter_reads, *hour.thermostat_states])
             sent += len(hour.meter_reads)
             metrics = await wait_for_reads(service, handled + len(hour.meter_reads))
@@ -194,25 +321,46 @@ async def stream_day(
     # Everything sent is handled by now, unless the service fell behind or dropped something.
     await wait_for_reads(service, sent)
     expected_changes = len(scenario.expected_device_changes())
-    metrics = await wait_until(service, lambda m: sum(m.device_changes.values()) >= expected_changes and m.settled,
-                               QUIET_S)
-    metrics = metrics or await scrape(service)
+    metrics = await wait_until(service, TelemetryMetrics.parse,
+                               lambda m: sum(m.device_changes.values()) >= expected_changes and m.settled, QUIET_S)
+    return metrics or await scrape(service, TelemetryMetrics.parse)
 
-    print("\nreading back the service's output topics …")
-    intervals, dead_letters, statuses = await asyncio.gather(
+
+async def read_back(settings: ServiceSettings, metrics: TelemetryMetrics, enroller: ServiceProcess,
+                    answers: list) -> tuple[Outputs, EnrollmentMetrics, EnrollmentOutputs]:
+    """Both services' output topics, read from the beginning (the dead-letter topic is shared)."""
+    print("\nreading back the services' output topics …")
+    enrollment = await wait_until(enroller, EnrollmentMetrics.parse, lambda m: m.settled, QUIET_S)
+    enrollment = enrollment or await scrape(enroller, EnrollmentMetrics.parse)
+    decision_topics = [ENROLLMENT_DECISIONS.format(provider_id=provider) for provider in PROVIDERS]
+    intervals, letters, statuses, states, incentives, *decisions = await asyncio.gather(
         collect(settings, METER_INTERVALS, metrics.intervals_out),
-        collect(settings, DEAD_LETTERS, metrics.dead_letters_out),
+        collect(settings, DEAD_LETTERS, metrics.dead_letters_out + enrollment.records_out[DEAD_LETTERS]),
         collect(settings, DEVICE_STATUS, metrics.device_statuses_out),
+        collect(settings, ENROLLMENT_STATE, enrollment.records_out[ENROLLMENT_STATE]),
+        collect(settings, INCENTIVES, enrollment.records_out[INCENTIVES]),
+        *(collect(settings, topic, enrollment.records_out[topic]) for topic in decision_topics),
     )
-    (intervals, bad_intervals), (dead_letters, bad_letters), (statuses, bad_statuses) = (
-        decoded(intervals), decoded(dead_letters), decoded(statuses))
+    (intervals, bad_intervals), (letters, bad_letters), (statuses, bad_statuses) = (
+        decoded(intervals), decoded(letters), decoded(statuses))
+    (states, bad_states), (incentives, bad_incentives) = decoded(states), decoded(incentives)
+    decided = [decoded(records) for records in decisions]
+    letters = distinct(letters, ("source_topic", "source_partition", "source_offset"))
     outputs = Outputs(
         intervals=intervals,
-        dead_letters=distinct(dead_letters, ("source_topic", "source_partition", "source_offset")),
+        dead_letters=[letter for letter in letters if letter["service"] == "telemetry"],
         device_statuses=distinct(statuses, ("provider_id", "thermostat_serial", "observed_at", "change")),
         undecodable=bad_intervals + bad_letters + bad_statuses,
     )
-    return metrics, outputs
+    enrollment_outputs = EnrollmentOutputs(
+        decisions=[decision for values, _ in decided for decision in values],
+        states=states,
+        incentives=distinct(incentives, ("claim_id", "outcome")),
+        dead_letters=[letter for letter in letters if letter["service"] == "enrollment"],
+        answers=answers,
+        undecodable=bad_states + bad_incentives + sum(bad for _, bad in decided),
+    )
+    return outputs, enrollment, enrollment_outputs
 
 
 async def open_day(producer: RecordProducer, service: ServiceProcess, scenario: DayScenario) -> None:
@@ -223,13 +371,14 @@ async def open_day(producer: RecordProducer, service: ServiceProcess, scenario: 
     """
     await send_records(producer, scenario.opening_states)
     expected = sum(len(record.changes) for record in scenario.opening_states)
-    print(f"waiting for the service to report the thermostats of {', '.join(PROVIDERS)} … ", end="", flush=True)
+    print(f"\nwaiting for telemetry to report the thermostats of {', '.join(PROVIDERS)} … ", end="", flush=True)
     waited = time.monotonic()
-    metrics = await wait_until(service, lambda m: sum(m.device_changes.values()) >= expected, DEVICE_TIMEOUT_S)
+    metrics = await wait_until(service, TelemetryMetrics.parse,
+                               lambda m: sum(m.device_changes.values()) >= expected, DEVICE_TIMEOUT_S)
     if metrics is None:
         raise DemoFailed(f"no device status change came out within {DEVICE_TIMEOUT_S:.0f} s of the thermostats' "
                          "midnight states: the service did not subscribe to the partner topics")
-    await service_healthy(service)
+    await asyncio.to_thread(service.wait_ready, HOUR_TIMEOUT_S)  # /health 200: not rebalancing
     print(f"{time.monotonic() - waited:.1f} s ({len(scenario.opening_states)} thermostats first seen)")
 
 
@@ -239,7 +388,7 @@ async def wait_for_reads(service: ServiceProcess, count: int) -> TelemetryMetric
     last_snapshot, quiet_since = None, time.monotonic()
     while True:
         try:
-            metrics = await scrape(service)
+            metrics = await scrape(service, TelemetryMetrics.parse)
         except OSError:  # the web server can be briefly unavailable while the worker rebalances
             pass
         else:
@@ -250,35 +399,9 @@ async def wait_for_reads(service: ServiceProcess, count: int) -> TelemetryMetric
         now = time.monotonic()
         if now - quiet_since > QUIET_S or now > deadline:
             if metrics is None:
-                raise DemoFailed(f"the service's /metrics did not answer for {HOUR_TIMEOUT_S:.0f} s")
+                raise DemoFailed(f"the telemetry service's /metrics did not answer for {HOUR_TIMEOUT_S:.0f} s")
             return metrics
         await asyncio.sleep(0.1)
-
-
-async def wait_for_clock(service: ServiceProcess, tick: datetime) -> None:
-    """Until the service's clock (its `gridflex_clock_now_seconds` gauge) has read ``tick``."""
-    deadline = time.monotonic() + CLOCK_TIMEOUT_S
-    while time.monotonic() < deadline:
-        for line in service.metrics().splitlines():
-            if line.startswith("gridflex_clock_now_seconds{") and float(line.rsplit(" ", 1)[1]) >= tick.timestamp():
-                return
-        await asyncio.sleep(0.05)
-    raise DemoFailed(f"the service's clock did not reach {tick.isoformat()} within {CLOCK_TIMEOUT_S:.0f} s")
-
-
-async def send_records(producer: RecordProducer, records: list[Outgoing]) -> None:
-    """Send, flush, and note where each record landed (to match dead letters to what was sent)."""
-    deliveries = []
-    for record in records:
-        if isinstance(record.value, bytes):
-            delivery = await producer.send_bytes(record.topic, record.key.encode(), record.value)
-        else:
-            delivery = await producer.send(record.topic, record.key, record.value)
-        deliveries.append((record, delivery))
-    await producer.flush()
-    for record, delivery in deliveries:
-        metadata = await delivery
-        record.position = (metadata.partition, metadata.offset)
 
 
 def progress(hour: SimulatedHour, sent: int, handled_before: int, m: TelemetryMetrics) -> None:
@@ -289,71 +412,6 @@ def progress(hour: SimulatedHour, sent: int, handled_before: int, m: TelemetryMe
     if m.reads_handled - handled_before < len(hour.meter_reads):
         print(f"  {'':<15}  ⚠ the service went quiet having handled {m.reads_handled - handled_before} "
               f"of this hour's {len(hour.meter_reads)} reads")
-
-
-async def scrape(service: ServiceProcess) -> TelemetryMetrics:
-    if service.process.poll() is not None:
-        raise ServiceFailed(f"telemetry exited with {service.process.returncode}:\n{service.log_tail()}")
-    return TelemetryMetrics.parse(await asyncio.to_thread(service.metrics))
-
-
-async def service_healthy(service: ServiceProcess) -> None:
-    """Until ``/health`` answers 200 (not rebalancing)."""
-    await asyncio.to_thread(service.wait_ready, HOUR_TIMEOUT_S)
-
-
-async def wait_until(service: ServiceProcess, condition, timeout: float) -> TelemetryMetrics | None:
-    """The service's metrics once ``condition`` holds for them, or None after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            metrics = await scrape(service)
-        except OSError:  # the web server can be briefly unavailable while the worker rebalances
-            metrics = None
-        if metrics is not None and condition(metrics):
-            return metrics
-        if time.monotonic() > deadline:
-            return None
-        await asyncio.sleep(0.1)
-
-
-async def collect(settings: ServiceSettings, topic: str, expect: int) -> list:
-    if expect == 0:
-        return []
-    return [record async for record in read_records(settings, topic, expect=expect, idle_timeout=5.0, max_wait=60.0)]
-
-
-def distinct(values: list[dict], fields: tuple[str, ...]) -> list[dict]:
-    """One record per identity: a record re-emitted after a rebalance is the same record."""
-    return list({tuple(value[f] for f in fields): value for value in values}.values())
-
-
-def readable_log(tail: str, lines: int = 15) -> str:
-    """The service logs JSON objects; one short line each for people."""
-    out = []
-    for line in tail.splitlines()[-lines:]:
-        try:
-            entry = json.loads(line)
-            event = str(entry.pop("event", "")).splitlines()[0]
-            line = f"{entry.get('timestamp', '')[11:23]} {entry.get('level', ''):<7} {entry.get('logger', '')}: {event}"
-            if "exception" in entry:
-                line += "\n" + entry["exception"]
-        except (ValueError, AttributeError):
-            pass
-        out.append(f"  | {line[:200]}")
-    return "\n".join(out)
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-def relative(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 if __name__ == "__main__":

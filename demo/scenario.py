@@ -1,7 +1,8 @@
 """One simulated day for the telemetry service: what the demo sends, hour by hour, and what should come out.
 
-Service accounts follow the Green Button sample-year load profiles (round-robin), each scaled by
-its own factor. Most meters report hourly in Wh; a few report 15-minute intervals, some in kWh.
+Service accounts follow the Green Button sample-year load profiles (round-robin, replayed on a
+2025 day: see demo.greenbutton), each scaled by its own factor. Most meters report hourly in Wh;
+a few report 15-minute intervals, some in kWh.
 Into that clean feed go the records a real utility feed carries: re-deliveries, estimated reads
 corrected later, late old revisions, sign errors, wrong units, misaligned intervals, meters with
 a fast clock and bytes that are not Avro at all. A few thermostats report their state too.
@@ -20,7 +21,7 @@ from decimal import Decimal
 from gridflex.calendar import LOCAL_ZONE, local_day_bounds
 from gridflex.topics import METER_READS, THERMOSTAT_STATE
 
-from demo.greenbutton import SampleYear
+from demo.greenbutton import SampleYear, sample_hour
 
 HOUR = timedelta(hours=1)
 TICK_AFTER_HOUR = timedelta(minutes=5)  # the clock ticks to each hour's end + 5 min before its reads go out
@@ -28,7 +29,7 @@ CENT = Decimal("0.01")
 WH_PER_UNIT = {"WH": Decimal(1), "KWH": Decimal(1000), "MWH": Decimal(1_000_000)}
 AVRO_VALUE_SCALE = Decimal("0.000001")  # MeterRead.value is decimal(18, 6)
 MIN_ACCOUNTS = 20  # the messy records need 15 distinct hourly meters
-DEMO_EVENT_ID = "EV-2011-0720-A"
+DURING_EVENT = "during the event"  # the day's energy event, in THERMOSTAT_SCRIPT
 
 # Verdicts the telemetry service reports (services.telemetry.domain.Verdict values).
 NEW, REVISION, DUPLICATE, STALE = "new", "revision", "duplicate", "stale"
@@ -189,7 +190,8 @@ def build_day(sample: SampleYear, day: date, account_count: int, seed: int) -> D
     rng = random.Random(seed)
     accounts = make_accounts(sample.profiles, account_count, rng)
     day_start, day_end = local_day_bounds(day)
-    sample.wh(sample.profiles[0], day_start), sample.wh(sample.profiles[0], day_end - HOUR)  # inside 2011?
+    for hour_start in (day_start, day_end - HOUR):  # inside the sample year?
+        sample.wh(sample.profiles[0], sample_hour(hour_start))
     hours = []
     start = day_start
     while start < day_end:
@@ -206,7 +208,7 @@ def build_day(sample: SampleYear, day: date, account_count: int, seed: int) -> D
 
 
 def account_wh(sample: SampleYear, account: ServiceAccount, hour_start: datetime) -> Decimal:
-    return (sample.wh_or_nearest(account.profile, hour_start) * account.scale).quantize(CENT)
+    return (sample.wh_or_nearest(account.profile, sample_hour(hour_start)) * account.scale).quantize(CENT)
 
 
 def meter_read(account: ServiceAccount, start: datetime, seconds: int, wh: Decimal, read_at: datetime, *,
@@ -318,26 +320,37 @@ THERMOSTAT_SCRIPT = [
     (None, 0, "resideo", "RS-7Q2K-0187", 3, False, 78.0, None, None, False, ("FIRST_SEEN",)),
     (9, 3, "resideo", "RS-7Q2K-0187", 3, True, 78.0, 77.0, None, False, ("WENT_ONLINE",)),
     (12, 30, "energyhub", "EH-00F1-22A9", 0, True, 76.0, 75.5, None, False, ()),  # nothing changed
-    (14, 0, "energyhub", "EH-00F1-31C4", 1, True, 79.0, 74.0, DEMO_EVENT_ID, False, ()),  # following the event
-    (15, 40, "energyhub", "EH-00F1-31C4", 1, True, 72.0, 76.5, DEMO_EVENT_ID, True, ("OVERRIDE",)),
+    (14, 0, "energyhub", "EH-00F1-31C4", 1, True, 79.0, 74.0, DURING_EVENT, False, ()),  # following the event
+    (15, 40, "energyhub", "EH-00F1-31C4", 1, True, 72.0, 76.5, DURING_EVENT, True, ("OVERRIDE",)),
     (16, 25, "resideo", "RS-7Q2K-0045", 2, False, 77.0, None, None, False, ("WENT_OFFLINE",)),
     (18, 10, "energyhub", "EH-00F1-22A9", 0, True, 76.0, 76.0, None, False, ()),  # nothing changed
 ]
 
 
+def event_id(day: date) -> str:
+    """The id of the energy event the utility called on ``day`` (thermostats report following it)."""
+    return f"EV-{day:%Y-%m%d}-A"
+
+
+def reporting_thermostats() -> list[tuple[str, str, int]]:
+    """(provider, thermostat serial, account index) of every thermostat that reports its state."""
+    return list(dict.fromkeys((provider, serial, index) for _, _, provider, serial, index, *_ in THERMOSTAT_SCRIPT))
+
+
 def _add_thermostat_states(scenario: DayScenario) -> None:
-    for at, minute, provider, serial, account_index, online, setpoint, indoor, event_id, override, changes in (
+    for at, minute, provider, serial, account_index, online, setpoint, indoor, during, override, changes in (
         THERMOSTAT_SCRIPT
     ):
         hour_start = scenario.hours[at or 0].start
+        event = event_id(scenario.day) if during == DURING_EVENT else None
         account = scenario.accounts[account_index]
         state = {
             "thermostat_serial": serial, "service_account_id": account.service_account_id,
             "observed_at": hour_start + timedelta(minutes=minute), "online": online, "hvac_mode": "COOL",
-            "cool_setpoint_f": setpoint, "indoor_temp_f": indoor, "event_id": event_id, "override": override,
+            "cool_setpoint_f": setpoint, "indoor_temp_f": indoor, "event_id": event, "override": override,
         }
         reported = ", ".join(filter(None, [
-            "online" if online else "offline", override and "override", event_id and f"event {event_id}",
+            "online" if online else "offline", override and "override", event and f"event {event}",
         ]))
         expect = ", ".join(changes) if changes else "no change"
         sent_with = scenario.opening_states if at is None else scenario.hours[at].thermostat_states

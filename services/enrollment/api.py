@@ -193,7 +193,7 @@ def add_routes(runtime: ServiceRuntime, database: Database) -> None:
         if caller_id != provider_id:
             log.info("request refused: another provider's path", caller=caller_id, provider_id=provider_id)
             raise Refused(error_response(403, "forbidden",
-                                         f"this token is {caller_id!r}'s; it cannot act for provider {provider_id!r}"))
+                                         f"this token belongs to provider {caller_id}; it cannot act for provider {provider_id}"))
         return caller_id
 
     async def submit_enrollment_request(request: Request, provider_id: str) -> Response:
