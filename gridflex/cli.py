@@ -155,6 +155,40 @@ def db_migrate() -> None:
     click.echo("\n".join(f"applied {version}" for version in applied) if applied else "migrations: all applied")
 
 
+# -- incentives ----------------------------------------------------------------------------------
+
+
+@main.group()
+def incentives() -> None:
+    """Sign-up bonuses and rebates (gridflex.enrollment.incentives.v1)."""
+
+
+@incentives.command("reverse")
+@click.argument("claim_id")
+@click.option("--reason", required=True, help="Why it was paid in error (kept on the reversal decision).")
+@click.option("--on", "day", type=click.DateTime(["%Y-%m-%d"]), help="Day of the finding [default: today, Pacific].")
+@click.option("--wait", "wait_s", default=30.0, show_default=True, help="Seconds to wait for the ledger's answer.")
+def incentives_reverse(claim_id: str, reason: str, day: datetime | None, wait_s: float) -> None:
+    """Reverse a bonus or rebate paid in error (CLAIM_ID as on its incentive decision), within the
+    program's reversal window after posting."""
+    from gridflex.calendar import local_date
+    from services.enrollment.operations import ReversalRefused, reverse_incentive
+
+    on = day.date() if day else local_date(datetime.now(timezone.utc))
+    try:
+        reversed_ = asyncio.run(reverse_incentive(_settings(), claim_id, reason, on, wait_s))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="CLAIM_ID") from None
+    except ReversalRefused as exc:
+        click.echo(f"not reversed: {exc}", err=True)
+        sys.exit(1)
+    if reversed_ is None:
+        click.echo(f"sent; no answer from the ledger within {wait_s:g} s (is the enrollment service running?)", err=True)
+        sys.exit(2)
+    remaining = f"; the fund has {reversed_.fund_remaining} left" if reversed_.fund_remaining is not None else ""
+    click.echo(f"reversed {reversed_.claim_id}: {reversed_.amount} back{remaining}")
+
+
 # -- services ------------------------------------------------------------------------------------
 
 

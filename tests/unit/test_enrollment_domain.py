@@ -284,7 +284,23 @@ def test_cancel_before_posting_returns_the_money_reverse_within_ninety_days_afte
     assert too_late.reason_code == "REVERSAL_WINDOW_PASSED"
     reversed_ = ledger2.decide(claim("SA-2", "T-2", action="REVERSE", day=date(2025, 10, 29), reason="ESA unit"), NOW)
     assert (reversed_["outcome"], reversed_["amount"]) == ("REVERSED", Decimal("75.00"))
-    assert ledger2.decide(claim("SA-2", "T-2", action="REVERSE", day=date(2025, 10, 29)), NOW) is None
+    assert ledger2.decide(claim("SA-2", "T-2", action="REVERSE", day=date(2025, 10, 29)), NOW) is None  # re-delivered
+    again = claim("SA-2", "T-2", action="REVERSE", day=date(2025, 10, 29))
+    again["claimed_at"] = NOW + timedelta(hours=1)  # an operator reversing it a second time
+    refused = ledger2.decide(again, NOW)
+    assert refused.reason_code == "ALREADY_REVERSED" and "as of 2025-10-29 (ESA unit)" in refused.reason
+
+
+def test_a_claim_id_names_the_enrollment_and_a_reversal_claim_is_built_from_it():
+    claim_id = accounts.ClaimId.parse("SIGNUP_BONUS/sce-sep-2025/SA-1/energyhub/R-7/b")
+    assert claim_id == ("SIGNUP_BONUS", "sce-sep-2025", "SA-1", "energyhub", "R-7/b")
+    assert str(claim_id) == "SIGNUP_BONUS/sce-sep-2025/SA-1/energyhub/R-7/b"
+    for bad in ("SIGNUP_BONUS/sce-sep-2025/SA-1/energyhub", "GIFT/p/SA-1/energyhub/R-7", "SIGNUP_BONUS//SA-1/e/R"):
+        with pytest.raises(ValueError, match="is not a claim id"):
+            accounts.ClaimId.parse(bad)
+    record = accounts.reversal(claim_id, "T-1", date(2025, 9, 1), "ESA unit", NOW)
+    assert (record["action"], record["claim_id"], record["thermostat_serial"], record["reason"]) == (
+        "REVERSE", str(claim_id), "T-1", "ESA unit")
 
 
 def test_account_side_failures_deny_the_claim_without_touching_the_fund():

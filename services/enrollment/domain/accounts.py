@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import NamedTuple
 
 from gridflex.calendar import add_business_days, add_months, bill_period, local_date
 from gridflex.programs import Program, ProgramCatalogue
@@ -22,6 +23,7 @@ from services.enrollment.domain.eligibility import (
 )
 
 ACTIVE = "ACTIVE"
+INCENTIVE_KINDS = ("SIGNUP_BONUS", "REBATE")
 
 
 @dataclass
@@ -342,8 +344,36 @@ def remove(book: AccountBook, program: Program, rule: str, serial: str | None, f
 # -- records --------------------------------------------------------------------------------
 
 
+class ClaimId(NamedTuple):
+    """Which enrollment claimed a bonus or rebate; ``str()`` is the claim_id on the claim topics."""
+
+    kind: str
+    program_id: str
+    service_account_id: str
+    provider_id: str
+    request_id: str
+
+    def __str__(self) -> str:
+        return "/".join(self)
+
+    @classmethod
+    def parse(cls, claim_id: str) -> "ClaimId":
+        parts = claim_id.split("/", 4)
+        if len(parts) != 5 or not all(parts) or parts[0] not in INCENTIVE_KINDS:
+            raise ValueError(f"{claim_id!r} is not a claim id (<kind>/<program_id>/<service_account_id>/"
+                             f"<provider_id>/<request_id>, kind one of {', '.join(INCENTIVE_KINDS)})")
+        return cls(*parts)
+
+
+def reversal(claim: ClaimId, thermostat_serial: str, day: date, reason: str, now: datetime) -> dict:
+    """The claim that reverses a bonus or rebate found paid in error (the ledger checks that it
+    was paid and that ``day`` is inside the program's reversal window)."""
+    return _claim_record(str(claim), claim.kind, "REVERSE", claim.program_id, claim.provider_id,
+                         claim.service_account_id, thermostat_serial, day, None, [], reason, now)
+
+
 def _claim(book, outcome, kind, program, provider_id, request, effective, post_on, failures, now) -> None:
-    claim_id = f"{kind}/{program.id}/{book.service_account_id}/{provider_id}/{request['request_id']}"
+    claim_id = str(ClaimId(kind, program.id, book.service_account_id, provider_id, request["request_id"]))
     outcome.claims.append(_claim_record(
         claim_id, kind, "CLAIM", program.id, provider_id, book.service_account_id, request["thermostat_serial"],
         effective, post_on, failures, None, now,

@@ -112,7 +112,10 @@ class IncentiveLedger:
         if recorded is None or recorded["outcome"] not in ("GRANTED", "REVERSED"):
             return ClaimRefused("NOT_PAID", f"{claim['claim_id']} was never granted, so there is nothing to reverse")
         if recorded["outcome"] == "REVERSED":
-            return None
+            if recorded["reversed_by"] == claim["claimed_at"].isoformat():
+                return None  # the same reversal, re-delivered
+            return ClaimRefused("ALREADY_REVERSED", f"{claim['claim_id']} was reversed already, as of "
+                                f"{recorded['reversed_on']} ({recorded['reversal_reason']})")
         post_on = date.fromisoformat(recorded["post_on"])
         day = claim["effective_date"]
         window = getattr(terms, "reversal_days", None)
@@ -139,6 +142,9 @@ class IncentiveLedger:
             self.store.put(f"paid-serial/{kind}/{program.id}/{claim['thermostat_serial']}", None)
             if kind == "SIGNUP_BONUS":
                 self.store.put(f"paid-account/{program.id}/{claim['service_account_id']}", None)
+        if outcome == "REVERSED":
+            recorded = {**recorded, "reversed_by": claim["claimed_at"].isoformat(),
+                        "reversed_on": claim["effective_date"].isoformat(), "reversal_reason": claim["reason"]}
         self.store.put(f"claim/{claim['claim_id']}", {**recorded, "outcome": outcome})
         return amount
 
