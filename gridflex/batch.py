@@ -100,11 +100,18 @@ class Batch:
         data = self._pipeline.codec_for(topic).encode(value)
         self.outputs.append(Output(name, raw_key, data))
 
-    def dead_letter(self, record: InputRecord, reason_code: str, reason: str) -> None:
-        """Send a record that cannot be accepted to the dead-letter topic, with its reason."""
+    def dead_letter(self, record: InputRecord, reason_code: str, reason: str, redacted: dict | None = None) -> None:
+        """Send a record that cannot be accepted to the dead-letter topic, with its reason.
+
+        ``redacted``: keep this copy of the record instead of its original bytes, when those hold
+        what must never be stored (a credential, personal data)."""
         pipeline = self._pipeline
+        kept = record.raw
+        if redacted is not None:
+            kept = pipeline.codec_for(record.topic.removesuffix(pipeline.topic_suffix)).encode(redacted)
+            reason = f"{reason} (the offending fields are removed from this copy)"
         value = dead_letter_record(
-            pipeline.service, record.topic, record.partition, record.offset, record.key, record.raw,
+            pipeline.service, record.topic, record.partition, record.offset, record.key, kept,
             reason_code, reason, self.now,
         )
         self.outputs.append(Output(

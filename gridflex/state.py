@@ -10,6 +10,7 @@ changelog from its checkpoint, so a restart, a rebalance or a lost disk recovers
 
 from __future__ import annotations
 
+import heapq
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -87,27 +88,32 @@ class PartitionStore:
         self._writes.values[key.encode()] = None
 
     def keys_before(self, bound: str, start: str = "") -> Iterator[str]:
-        """Keys on disk from ``start`` up to (not including) ``bound``: state keys that begin with
-        a date or a deadline expire this way."""
+        """Keys from ``start`` up to (not including) ``bound``: state keys that begin with a date
+        or a deadline expire this way."""
         raw_bound = bound.encode()
-        for raw_key in self.db.keys(from_key=start.encode() if start else CHECKPOINT_KEY):
-            if raw_key == CHECKPOINT_KEY:
-                continue
+        for raw_key in self._keys_from(start.encode() if start else CHECKPOINT_KEY, raw_bound):
             if raw_key >= raw_bound:
                 break
-            if raw_key in self.pending and self.pending[raw_key] is None:
-                continue
             yield raw_key.decode()
 
     def keys_with_prefix(self, prefix: str) -> Iterator[str]:
-        """Keys on disk that start with ``prefix``."""
+        """Keys that start with ``prefix``."""
         raw_prefix = prefix.encode()
-        for raw_key in self.db.keys(from_key=raw_prefix):
+        for raw_key in self._keys_from(raw_prefix, raw_prefix + b"\xff"):  # 0xff never occurs in UTF-8
             if not raw_key.startswith(raw_prefix):
                 break
-            if raw_key in self.pending and self.pending[raw_key] is None:
-                continue
             yield raw_key.decode()
+
+    def _keys_from(self, start: bytes, bound: bytes) -> Iterator[bytes]:
+        """Live keys from ``start`` in order, on disk or written by a batch not yet on disk (those
+        below ``bound``), less the deleted ones; the caller stops at its bound."""
+        written = sorted(key for key, value in self.pending.items() if value is not None and start <= key < bound)
+        previous = None
+        for raw_key in heapq.merge(self.db.keys(from_key=start), written):
+            if raw_key == previous or raw_key == CHECKPOINT_KEY or self.pending.get(raw_key, b"") is None:
+                continue
+            previous = raw_key
+            yield raw_key
 
     def seal(self) -> WriteSet | None:
         """The writes made since the last seal, to be sent to the changelog."""

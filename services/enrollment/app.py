@@ -108,7 +108,7 @@ async def decide_requests(batch: Batch) -> None:
             source = record.topic.removesuffix(settings.topic_suffix)
             refusal = _route(books, source, record, now)
             if refusal is not None:
-                batch.dead_letter(record, refusal.reason_code, refusal.reason)
+                batch.dead_letter(record, refusal.reason_code, refusal.reason, refusal.redacted)
         _expire_waiting(books, now)
         _flag_overdue_authorizations(books, now)
         _publish(batch, books, now)
@@ -149,7 +149,7 @@ def _apply(books: AccountBooks, book: AccountBook, source: str, value: dict, now
         return refusal
     refusal = authorizations.screen(value)
     if refusal is not None:
-        return Refusal(*refusal)
+        return Refusal(*refusal, redacted=authorizations.redacted(value))
     applied = authorizations.apply(book, provider_id, value, pending_limit, now)
     if isinstance(applied, authorizations.AuthorizationRefused):
         return Refusal(*applied)

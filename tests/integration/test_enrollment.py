@@ -112,7 +112,7 @@ async def test_requests_get_one_decision_each_and_the_state_is_published(enrollm
     assert [f["code"] for f in by_account[ineligible]["failures"]] == ["RATE_SCHEDULE_NOT_ELIGIBLE",
                                                                        "CONFLICTING_PROGRAM"]
     # The account's enrollments are published for dispatch, baseline and settlement.
-    states = await records_for(enrollment, ENROLLMENT_STATE, {eligible}, expect=2)
+    states = await records_for(enrollment, ENROLLMENT_STATE, {eligible}, expect=1)
     [period] = states[-1]["enrollments"]
     assert (period["thermostat_serial"], period["provider_id"], period["effective_from"], period["effective_to"]) == (
         "T-OK", "energyhub", date(2025, 7, 7), None)

@@ -360,7 +360,12 @@ async def test_authorizations_carrying_personal_data_or_a_utility_credential_are
         lambda letter: letter["service"] == "enrollment" and account_id.encode() in letter["value"],
         lambda found: len(found) >= len(refused))
     assert [(letter["reason_code"], letter["reason"]) for letter in letters] == [
-        (code, reason) for _, code, reason in refused]
+        (code, f"{reason} (the offending fields are removed from this copy)") for _, code, reason in refused]
+    # The dead letters keep the records without what must never be stored.
+    for letter in letters:
+        for secret in (b"123-45-6789", b"4111 1111 1111 1111", b"jdoe", b"hunter2"):
+            assert secret not in letter["value"]
+    assert [b"M-1" in letter["value"] for letter in letters] == [True, True, False]
     assert {letter["source_topic"] for letter in letters} == {f"{topic}{system.suffix}"}
     assert {letter["key"] for letter in letters} == {account_id.encode()}
     # Nothing of them reached the account: only the allowed authorization is on its state.

@@ -89,3 +89,9 @@ def test_revoking_ends_the_providers_data_sharing_enrollments_only():
     authorizations.end_unauthorized(book, PROGRAMS, "ohmconnect", (NOW + timedelta(days=3)).date(), outcome)
     assert [(p.program_id, p.end_reason) for p in book.periods] == [
         ("ohm-hours", "AUTHORIZATION_ENDED"), ("sce-sep-2025", None)]
+
+
+def test_a_refused_record_is_kept_without_its_forbidden_fields():
+    record = {"customer_information": {"meter_id": "M-1", "ssn": "123-45-6789", "note": "card 4111 1111 1111 1111",
+                                       "sce_password": "hunter2", "gas_account": "yes"}}
+    assert authorizations.redacted(record)["customer_information"] == {"meter_id": "M-1", "gas_account": "yes"}

@@ -86,14 +86,32 @@ def test_one_and_a_half_kwh_in_the_hour_before_or_after_one_event_meets_minimum_
     calendar = events(2)
     event = calendar[1]
     for quarter in range(4):  # the hour after EV-1: four 15-minute intervals of 0.4 kWh = 1.6 kWh
-        interval = {"interval_start": event.end + timedelta(minutes=15 * quarter), "interval_seconds": 900,
-                    "kwh": Decimal("0.400000000")}
+        interval = {"meter_id": "M-1", "interval_start": event.end + timedelta(minutes=15 * quarter),
+                    "interval_seconds": 900, "revision": 1, "kwh": Decimal("0.400000000")}
         assert removal.record_interval(participation, interval, calendar, 60)
     rules = [f.rule for _, f in removal.annual_findings(participation, SEP, 2025, calendar, date(2026, 1, 31))]
     assert "MINIMUM_USAGE" not in rules
     # An interval of the event itself counts for neither hour.
-    inside = {"interval_start": event.start, "interval_seconds": 3600, "kwh": Decimal("9")}
+    inside = {"meter_id": "M-1", "interval_start": event.start, "interval_seconds": 3600, "revision": 1,
+              "kwh": Decimal("9")}
     assert not removal.record_interval(participation, inside, calendar, 60)
+
+
+def test_the_usage_near_an_event_is_each_meters_highest_revision_whatever_the_arrival_order():
+    participation = enrolled()
+    calendar = events(1)
+    hour_after = calendar[0].end
+
+    def interval(meter_id, revision, kwh):
+        return {"meter_id": meter_id, "interval_start": hour_after, "interval_seconds": 3600,
+                "revision": revision, "kwh": Decimal(kwh)}
+
+    assert removal.record_interval(participation, interval("M-1", 2, "1.0"), calendar, 60)
+    assert not removal.record_interval(participation, interval("M-1", 1, "0.1"), calendar, 60)  # older, late
+    assert not removal.record_interval(participation, interval("M-1", 2, "0.1"), calendar, 60)  # same identity again
+    assert removal.record_interval(participation, interval("M-2", 1, "0.5"), calendar, 60)  # a second meter adds
+    rules = [f.rule for _, f in removal.annual_findings(participation, SEP, 2025, calendar, date(2026, 1, 31))]
+    assert "MINIMUM_USAGE" not in rules  # 1.0 + 0.5 = 1.5 kWh: exactly the minimum
 
 
 def test_a_year_without_events_for_the_account_is_not_reviewed():

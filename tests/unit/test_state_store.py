@@ -55,3 +55,16 @@ def test_keys_before_a_date_bound_are_the_expired_days(tmp_path):
     assert list(store.keys_before("2025-06-01")) == ["2025-05-17/M-1", "2025-05-17/M-2"]
     writes = store.seal()
     assert writes.values == {b"2025-05-16/M-1": None}
+
+
+def test_key_scans_see_writes_not_yet_on_disk_and_not_deleted_keys(tmp_path):
+    store = PartitionStore(tmp_path / "p3", CHANGELOG)
+    for key in ("!offline/SA-1", "!offline/SA-3", "account/SA-1"):
+        store.put(key, True)
+    store.persist(store.seal(), changelog_offset=2)
+    store.put("!offline/SA-2", True)  # this batch's writes, still pending
+    store.put("!offline/SA-3", True)  # pending over a key on disk: listed once
+    store.delete("!offline/SA-1")
+    assert list(store.keys_with_prefix("!offline/")) == ["!offline/SA-2", "!offline/SA-3"]
+    assert list(store.keys_before("!offline/SA-3", start="!offline/")) == ["!offline/SA-2"]
+    assert list(store.keys_before("account/SA-2")) == ["!offline/SA-2", "!offline/SA-3", "account/SA-1"]

@@ -2,7 +2,8 @@
 
 The customer authorizes at the utility; the aggregator relays the status per linked service
 account. The product never accepts a utility credential, a social security number or payment
-data: a record carrying one is refused whole, before anything of it is stored.
+data: a record carrying one is refused whole, before anything of it is stored, and its dead
+letter keeps a copy without the offending fields (:func:`redacted`), never the original bytes.
 """
 
 from __future__ import annotations
@@ -32,20 +33,33 @@ class AuthorizationRefused(NamedTuple):
 def screen(record: dict) -> AuthorizationRefused | None:
     """Refuse a record that carries a utility credential, a social security number or payment data."""
     for name, value in record["customer_information"].items():
-        if _CREDENTIAL_NAMES.search(name):
-            return AuthorizationRefused(
-                "UTILITY_CREDENTIAL_REFUSED", f"customer_information field {name!r} looks like a credential; "
-                "utility credentials are never accepted",
-            )
-        if _PERSONAL_NAMES.search(name):
-            return AuthorizationRefused(
-                "FORBIDDEN_PERSONAL_DATA", f"customer_information field {name!r} is social security or payment data",
-            )
-        if _SSN_VALUE.search(value) or any(_luhn(match.group()) for match in _CARD_VALUE.finditer(value)):
-            return AuthorizationRefused(
-                "FORBIDDEN_PERSONAL_DATA",
-                f"customer_information field {name!r} holds what looks like a social security or card number",
-            )
+        refusal = _forbidden(name, value)
+        if refusal is not None:
+            return refusal
+    return None
+
+
+def redacted(record: dict) -> dict:
+    """The record without the fields :func:`screen` refuses: what a dead letter may keep of it."""
+    kept = {name: value for name, value in record["customer_information"].items() if _forbidden(name, value) is None}
+    return {**record, "customer_information": kept}
+
+
+def _forbidden(name: str, value: str) -> AuthorizationRefused | None:
+    if _CREDENTIAL_NAMES.search(name):
+        return AuthorizationRefused(
+            "UTILITY_CREDENTIAL_REFUSED", f"customer_information field {name!r} looks like a credential; "
+            "utility credentials are never accepted",
+        )
+    if _PERSONAL_NAMES.search(name):
+        return AuthorizationRefused(
+            "FORBIDDEN_PERSONAL_DATA", f"customer_information field {name!r} is social security or payment data",
+        )
+    if _SSN_VALUE.search(value) or any(_luhn(match.group()) for match in _CARD_VALUE.finditer(value)):
+        return AuthorizationRefused(
+            "FORBIDDEN_PERSONAL_DATA",
+            f"customer_information field {name!r} holds what looks like a social security or card number",
+        )
     return None
 
 

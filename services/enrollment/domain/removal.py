@@ -50,7 +50,8 @@ class Participation:
     enrollments: list[dict] = field(default_factory=list)  # EnrollmentPeriod records, latest state
     offline_since: dict[str, str] = field(default_factory=dict)  # serial → ISO instant it went offline
     overrides: dict[str, str] = field(default_factory=dict)  # event_id → ISO instant of the first override
-    usage: dict[str, dict[str, str]] = field(default_factory=dict)  # event_id → {interval_start ISO: kWh}
+    # event_id → {"<meter_id> <interval_start ISO>": [revision, kWh]}: each meter's latest revision
+    usage: dict[str, dict[str, list]] = field(default_factory=dict)
     found: list[str] = field(default_factory=list)  # findings already published (their keys)
 
     def to_state(self) -> dict:
@@ -100,15 +101,18 @@ def usage_windows(event: Event, minutes: int) -> tuple[tuple[datetime, datetime]
 
 
 def record_interval(participation: Participation, interval: dict, events: list[Event], minutes: int) -> bool:
-    """Remember a meter interval that lies inside the hour before or after an event (the latest
-    revision replaces an earlier one); True when it did."""
+    """Remember a meter interval that lies inside the hour before or after an event (a higher
+    revision replaces an earlier one, a lower or repeated one changes nothing); True when it did."""
     start = interval["interval_start"]
     end = start + timedelta(seconds=interval["interval_seconds"])
+    key = f"{interval['meter_id']} {start.isoformat()}"
     changed = False
     for event in events:
         if any(low <= start and end <= high for low, high in usage_windows(event, minutes)):
-            participation.usage.setdefault(event.event_id, {})[start.isoformat()] = str(interval["kwh"])
-            changed = True
+            recorded = participation.usage.setdefault(event.event_id, {})
+            if key not in recorded or recorded[key][0] < interval["revision"]:
+                recorded[key] = [interval["revision"], str(interval["kwh"])]
+                changed = True
     return changed
 
 
@@ -182,9 +186,9 @@ def annual_findings(participation: Participation, program: Program, year: int, e
 
 def _window_kwh(participation: Participation, event: Event, minutes: int) -> Decimal:
     """The larger of the usage in the hour before and the hour after the event."""
-    recorded = {datetime.fromisoformat(start): Decimal(kwh)
-                for start, kwh in participation.usage.get(event.event_id, {}).items()}
-    return max(sum((kwh for start, kwh in recorded.items() if low <= start < high), Decimal(0))
+    recorded = [(datetime.fromisoformat(key.rsplit(" ", 1)[1]), Decimal(kwh))
+                for key, (_, kwh) in participation.usage.get(event.event_id, {}).items()]
+    return max(sum((kwh for start, kwh in recorded if low <= start < high), Decimal(0))
                for low, high in usage_windows(event, minutes))
 
 

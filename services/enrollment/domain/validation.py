@@ -9,6 +9,7 @@ from typing import NamedTuple
 class Refusal(NamedTuple):
     reason_code: str
     reason: str
+    redacted: dict | None = None  # what the dead letter keeps instead of bytes that must not be stored
 
 
 def validate_account(account: dict) -> Refusal | None:
