@@ -41,9 +41,10 @@ from bench.console import progress, rate
 from bench.enrollment_requests import PROVIDERS, EnrollmentLoad
 from bench.ingest import ServiceRun, free_port, start_when_ready
 from bench.procstats import MachineCpu, cpu_seconds, peak_rss_mib
-from bench.profiling import Area, Sampler, py_spy_executable, where_the_time_goes
+from bench.profiling import Sampler, py_spy_executable, service_areas, where_the_time_goes
 from bench.topics import RecordCounter
 from gridflex import REPO_ROOT
+from gridflex.db import with_search_path
 from gridflex.kafka_io import RecordProducer, read_records
 from gridflex.processes import ServiceFailed, ServiceProcess, isolated_env, isolated_topics
 from gridflex.settings import ServiceSettings
@@ -62,25 +63,14 @@ PROFILE_STACKS = RESULTS_DIR / "enrollment-py-spy-raw.txt"
 DECISION_TOPICS = [ENROLLMENT_DECISIONS.format(provider_id=provider) for provider in PROVIDERS]
 FUND_EXHAUSTED = "BONUS_FUND_EXHAUSTED"
 # What the worker's CPU time is for: the frame nearest the leaf that names an area decides.
-PROFILE_AREAS: list[Area] = [
-    ("Avro decode (RecordCodec.decode: fastavro)", ("RecordCodec.decode",)),
-    ("Avro encode (RecordCodec.encode: fastavro)", ("RecordCodec.encode",)),
-    ("metrics: prometheus_client, Faust sensors, gridflex.metrics",
-     ("prometheus_client/", "faust/sensors/", "gridflex/metrics.py")),
-    ("state: account books as JSON, the store (rocksdict, changelog)",
-     ("AccountBook.to_state ", "AccountBook.from_state ", "_jsonable ", "_dated ", "_timed ", "_account_from_json ",
-      "_request_from_json ", "gridflex/state.py")),
+PROFILE_AREAS = service_areas("enrollment", [
+    ("state: account books and participation as JSON, the store (rocksdict, changelog)",
+     ("AccountBook.to_state ", "AccountBook.from_state ", "Participation.", "_account_from_json ",
+      "_request_from_json ", "_date_or_none ", "gridflex/state.py")),
     ("enrollment rules: eligibility, decisions, incentives (services/enrollment/domain, calendar, programs)",
      ("services/enrollment/domain/", "gridflex/calendar.py", "gridflex/programs.py")),
     ("Postgres projection (projection rows, asyncpg)", ("services/enrollment/projection.py", "asyncpg/")),
-    ("produce: aiokafka send, batching, delivery futures", ("aiokafka/producer/", "Batch.emit", "key_partition")),
-    ("consume: aiokafka fetch and record parsing", ("aiokafka/consumer/", "aiokafka/record/")),
-    ("Kafka connections (aiokafka conn, client)", ("aiokafka/conn.py", "aiokafka/client.py")),
-    ("the batch loop (gridflex/batch.py, enrollment app.py), outside the above",
-     ("gridflex/batch.py", "services/enrollment/app.py")),
-    ("Faust worker (lifecycle, timers, web)", ("faust/", "mode/")),
-    ("epoll select (waiting for or polling sockets)", ("EpollSelector.select",)),
-]
+])
 
 
 def run() -> dict:
@@ -162,7 +152,7 @@ async def create_schema(database_url: str, schema: str) -> str:
         await connection.execute(f"CREATE SCHEMA {schema}")
     finally:
         await connection.close()
-    return f"{database_url}{'&' if '?' in database_url else '?'}search_path={schema}"
+    return with_search_path(database_url, schema)
 
 
 async def drop_schema(database_url: str, schema: str) -> None:

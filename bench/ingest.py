@@ -39,7 +39,7 @@ from bench.console import progress, rate
 from bench.meter_reads import MeterReadLoad
 from bench.passthrough import pass_through
 from bench.procstats import MachineCpu, cpu_seconds, peak_rss_mib
-from bench.profiling import Area, Sampler, py_spy_executable, where_the_time_goes
+from bench.profiling import Sampler, py_spy_executable, service_areas, where_the_time_goes
 from bench.rules_floor import measure_codec_and_rules
 from bench.topics import RecordCounter, create_scratch_topic
 from gridflex import REPO_ROOT
@@ -62,21 +62,10 @@ RULES_FLOOR_RECORDS = 100_000
 SERVICE_LOG = REPO_ROOT / "var" / "log" / "bench-telemetry.log"
 PROFILE_STACKS = RESULTS_DIR / "ingest-py-spy-raw.txt"
 # What the worker's CPU time is for: the frame nearest the leaf that names an area decides.
-PROFILE_AREAS: list[Area] = [
-    ("Avro decode (RecordCodec.decode: fastavro)", ("RecordCodec.decode",)),
-    ("Avro encode (RecordCodec.encode: fastavro)", ("RecordCodec.encode",)),
-    ("metrics: prometheus_client, Faust sensors, gridflex.metrics",
-     ("prometheus_client/", "faust/sensors/", "gridflex/metrics.py")),
+PROFILE_AREAS = service_areas("telemetry", [
     ("telemetry rules: validate, day key, reconcile, digest", ("services/telemetry/domain.py", "gridflex/calendar.py")),
     ("state: seen-intervals (rocksdict, JSON, changelog)", ("gridflex/state.py",)),
-    ("produce: aiokafka send, batching, delivery futures", ("aiokafka/producer/", "Batch.emit", "key_partition")),
-    ("consume: aiokafka fetch and record parsing", ("aiokafka/consumer/", "aiokafka/record/")),
-    ("Kafka connections (aiokafka conn, client)", ("aiokafka/conn.py", "aiokafka/client.py")),
-    ("the batch loop (gridflex/batch.py, telemetry app.py), outside the above",
-     ("gridflex/batch.py", "services/telemetry/app.py")),
-    ("Faust worker (lifecycle, timers, web)", ("faust/", "mode/")),
-    ("epoll select (waiting for or polling sockets)", ("EpollSelector.select",)),
-]
+])
 
 
 def run() -> dict:

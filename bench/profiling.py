@@ -41,6 +41,26 @@ GENERIC_TASK_WRAPPERS = ("Service._execute_task ",)  # mode runs every service t
 Area = tuple[str, tuple[str, ...]]  # a name, and substrings of the frames that belong to it
 
 
+def service_areas(service: str, own: list[Area]) -> list[Area]:
+    """What a batch-pipeline worker's CPU time is for: the codec and metrics, then the service's
+    ``own`` areas (rules, state, ...), then Kafka, its batch loop and Faust. The frame nearest
+    the leaf that names an area decides; the first area listed wins a tie."""
+    return [
+        ("Avro decode (RecordCodec.decode: fastavro)", ("RecordCodec.decode",)),
+        ("Avro encode (RecordCodec.encode: fastavro)", ("RecordCodec.encode",)),
+        ("metrics: prometheus_client, Faust sensors, gridflex.metrics",
+         ("prometheus_client/", "faust/sensors/", "gridflex/metrics.py")),
+        *own,
+        ("produce: aiokafka send, batching, delivery futures", ("aiokafka/producer/", "Batch.emit", "key_partition")),
+        ("consume: aiokafka fetch and record parsing", ("aiokafka/consumer/", "aiokafka/record/")),
+        ("Kafka connections (aiokafka conn, client)", ("aiokafka/conn.py", "aiokafka/client.py")),
+        (f"the batch loop (gridflex/batch.py, {service} app.py), outside the above",
+         ("gridflex/batch.py", f"services/{service}/app.py")),
+        ("Faust worker (lifecycle, timers, web)", ("faust/", "mode/")),
+        ("epoll select (waiting for or polling sockets)", ("EpollSelector.select",)),
+    ]
+
+
 def py_spy_executable() -> str | None:
     """The py-spy command, installed with pip into this virtualenv if missing; None if impossible."""
     beside_python = Path(sys.executable).parent / "py-spy"

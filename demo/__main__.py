@@ -37,13 +37,13 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta, timezone
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
 from aiokafka.errors import KafkaError
 
 from gridflex import REPO_ROOT
 from gridflex.calendar import LOCAL_ZONE
+from gridflex.db import with_search_path
 from gridflex.kafka_io import RecordProducer
 from gridflex.processes import ServiceFailed, ServiceProcess, isolated_env, isolated_topics
 from gridflex.programs import ProgramCatalogue
@@ -233,13 +233,6 @@ def introduce(scenario: DayScenario, enrollment: EnrollmentScenario, settings: S
     print(f"gridflex demo: thermostats enroll in the Smart Energy Program, then one {season}day of meter reads\n")
     for name, text in rows:
         print(f"  {name:<9} {text}")
-
-
-def with_search_path(database_url: str, schema: str) -> str:
-    """The database URL with ``schema`` as the only schema its connections see."""
-    parts = urlsplit(database_url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "search_path"] + [("search_path", schema)]
-    return parts._replace(query=urlencode(query)).geturl()
 
 
 async def prepare(settings: ServiceSettings, start: datetime, schema: str) -> None:

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 
-from gridflex.calendar import LOCAL_ZONE, is_business_day, local_date
+from gridflex.calendar import LOCAL_ZONE, add_business_days, is_business_day, local_date
 from gridflex.programs import Program, ProgramCatalogue
 
 from demo.scenario import DayScenario, reporting_thermostats
@@ -162,7 +162,7 @@ class EnrollmentScenario:
     def effective_date(self, case: EnrollmentCase) -> date:
         """The day an accepted request takes effect: the n-th business day after the request's
         local date (n from the program file), counted here independently of the service."""
-        return nth_business_day_after(case.request_day, self.program.enrollment_effective_business_days)
+        return add_business_days(case.request_day, self.program.enrollment_effective_business_days)
 
     def expected_periods(self) -> dict[str, set[tuple]]:
         """Account → its enrollment periods: (provider, serial, request_id, effective_from, effective_to)."""
@@ -173,16 +173,6 @@ class EnrollmentScenario:
                 periods.setdefault(case.service_account_id, set()).add(
                     (case.provider_id, case.serial, case.request["request_id"], self.effective_date(case), ends))
         return periods
-
-
-def nth_business_day_after(day: date, count: int) -> date:
-    """Walk forward from ``day`` (not counted), counting weekdays that are not tariff holidays."""
-    current = day
-    while count:
-        current += timedelta(days=1)
-        if is_business_day(current):
-            count -= 1
-    return current
 
 
 def skipped_days(day: date, effective: date) -> list[date]:

@@ -34,7 +34,7 @@ from demo.enrollment import (
     EnrollmentScenario,
     skipped_days,
 )
-from demo.report import Check, heading, mark, table
+from demo.report import Checks, heading, mark, table
 from demo.scenario import reporting_thermostats
 
 BONUS = "SIGNUP_BONUS"
@@ -162,26 +162,18 @@ def bill_period_end(day: date, cycle_day: int) -> date:
     return following - timedelta(days=1)
 
 
-class EnrollmentReport:
+class EnrollmentReport(Checks):
     def __init__(self, scenario: EnrollmentScenario, metrics: EnrollmentMetrics, outputs: EnrollmentOutputs,
                  telemetry_day: date, api_url: str):
+        super().__init__()
         self.scenario = scenario
         self.metrics = metrics
         self.outputs = outputs
         self.telemetry_day = telemetry_day
         self.api_url = api_url
-        self.checks: list[Check] = []
         self.by_key: dict[tuple[str, str], list[dict]] = defaultdict(list)
         for decision in outputs.decisions:
             self.by_key[(decision["provider_id"], decision["request_id"])].append(decision)
-
-    def check(self, what: str, ok: bool) -> bool:
-        self.checks.append(Check(what, ok))
-        return ok
-
-    @property
-    def failures(self) -> list[str]:
-        return [check.what for check in self.checks if not check.ok]
 
     def render(self) -> str:
         return "\n".join([self.decisions(), self.effective_dates(), self.bonuses(), self.states(), self.api()])

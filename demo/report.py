@@ -138,6 +138,21 @@ class Check:
     ok: bool
 
 
+class Checks:
+    """What a report verified: each check by name, and which failed."""
+
+    def __init__(self) -> None:
+        self.checks: list[Check] = []
+
+    def check(self, what: str, ok: bool) -> bool:
+        self.checks.append(Check(what, ok))
+        return ok
+
+    @property
+    def failures(self) -> list[str]:
+        return [check.what for check in self.checks if not check.ok]
+
+
 @dataclass
 class Outputs:
     """The records read back from the service's output topics."""
@@ -148,28 +163,20 @@ class Outputs:
     undecodable: int = 0  # output records the demo could not decode (there should be none)
 
 
-class Report:
+class Report(Checks):
     def __init__(self, scenario: DayScenario, metrics: TelemetryMetrics, outputs: Outputs, zone_name: str,
                  topic_suffix: str):
+        super().__init__()
         self.scenario = scenario
         self.metrics = metrics
         self.outputs = outputs
         self.zone = zone_name
         self.suffix = topic_suffix
-        self.checks: list[Check] = []
         # Each dead letter names where its record was: (catalogue topic, partition, offset).
         self.rejected = {
             (d["source_topic"].removesuffix(topic_suffix), d["source_partition"], d["source_offset"]): d
             for d in outputs.dead_letters
         }
-
-    def check(self, what: str, ok: bool) -> bool:
-        self.checks.append(Check(what, ok))
-        return ok
-
-    @property
-    def failures(self) -> list[str]:
-        return [check.what for check in self.checks if not check.ok]
 
     def render(self) -> str:
         return "\n".join([

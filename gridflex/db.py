@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
 import structlog
@@ -73,3 +74,12 @@ async def migrate(pool: asyncpg.Pool, directory: Path = MIGRATIONS_DIR) -> list[
         finally:
             await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
     return applied_now
+
+
+def with_search_path(database_url: str, schema: str) -> str:
+    """The database URL with ``schema`` as the only schema its connections see (a demo's or a
+    benchmark's private copy of the tables)."""
+    parts = urlsplit(database_url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "search_path"] + [("search_path", schema)]
+    return parts._replace(query=urlencode(query)).geturl()
+

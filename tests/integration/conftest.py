@@ -7,7 +7,7 @@ import socket
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -140,3 +140,16 @@ async def wait_for_records(system: IsolatedSystem, topic: str, count: int, timeo
 
 def utc(*args) -> datetime:
     return datetime(*args, tzinfo=timezone.utc)
+
+
+def customer_account(account_id: str, **facts) -> dict:
+    """A CustomerAccount the current SEP terms accept (residential TOU-D, smart meter, no other
+    program), published on June 30, 2025; ``facts`` change what a test needs."""
+    base = {
+        "service_account_id": account_id, "customer_class": "RESIDENTIAL", "rate_schedule": "TOU-D",
+        "meter_type": "SMARTCONNECT", "service_start": date(2020, 1, 1), "service_end": None,
+        "net_metering_since": None, "bill_cycle_day": 1, "programs": [], "joint_gas_customer": False,
+        "updated_at": utc(2025, 6, 30, 17),
+    }
+    return {**base, **facts}
+

@@ -20,7 +20,7 @@ import pytest
 from gridflex import REPO_ROOT
 from gridflex.processes import isolated_env
 from gridflex.topics import CUSTOMER_ACCOUNTS, DEAD_LETTERS, ENROLLMENT_STATE, INCENTIVES
-from tests.integration.conftest import IsolatedSystem, utc
+from tests.integration.conftest import IsolatedSystem, customer_account, utc
 
 NOW = utc(2025, 7, 1, 17)  # Tuesday July 1, 2025, 10:00 in Los Angeles
 PROVIDERS = ("energyhub", "resideo", "ohmconnect")
@@ -51,14 +51,6 @@ def new_account_id() -> str:
     return f"SA-{uuid.uuid4().hex[:10]}"
 
 
-def account(account_id: str, **facts) -> dict:
-    base = {
-        "service_account_id": account_id, "customer_class": "RESIDENTIAL", "rate_schedule": "TOU-D",
-        "meter_type": "SMARTCONNECT", "service_start": date(2020, 1, 1), "service_end": None,
-        "net_metering_since": None, "bill_cycle_day": 1, "programs": [], "joint_gas_customer": False,
-        "updated_at": NOW - timedelta(days=1),
-    }
-    return {**base, **facts}
 
 
 def request(account_id: str, request_id: str | None = None, serial: str | None = None, **fields) -> dict:
@@ -99,8 +91,8 @@ async def records_for(system: IsolatedSystem, topic: str, account_ids: set[str],
 async def test_requests_get_one_decision_each_and_the_state_is_published(enrollment):
     eligible, ineligible = new_account_id(), new_account_id()
     await publish(enrollment,
-                  (CUSTOMER_ACCOUNTS, account(eligible)),
-                  (CUSTOMER_ACCOUNTS, account(ineligible, rate_schedule="TOU-D-PRIME", programs=["CPP"])))
+                  (CUSTOMER_ACCOUNTS, customer_account(eligible)),
+                  (CUSTOMER_ACCOUNTS, customer_account(ineligible, rate_schedule="TOU-D-PRIME", programs=["CPP"])))
     accepted, rejected = request(eligible, serial="T-OK"), request(ineligible)
     await publish(enrollment, (requests_topic("energyhub"), accepted), (requests_topic("energyhub"), rejected))
 
@@ -120,7 +112,7 @@ async def test_requests_get_one_decision_each_and_the_state_is_published(enrollm
 
 async def test_a_redelivered_request_id_never_gets_a_second_decision(enrollment):
     account_id = new_account_id()
-    await publish(enrollment, (CUSTOMER_ACCOUNTS, account(account_id)))
+    await publish(enrollment, (CUSTOMER_ACCOUNTS, customer_account(account_id)))
     once = request(account_id)
     await publish(enrollment, (requests_topic("resideo"), once), (requests_topic("resideo"), once))
     assert len(await records_for(enrollment, decisions_topic("resideo"), {account_id}, expect=1)) == 1
@@ -136,7 +128,7 @@ async def test_a_request_waits_for_its_account_then_unknown_accounts_are_rejecte
     await asyncio.sleep(3)
     assert await records_for(enrollment, decisions_topic("energyhub"), {late, never}, expect=1, timeout=1) == []
     # The utility publishes one account late: its request is decided then.
-    await publish(enrollment, (CUSTOMER_ACCOUNTS, account(late)))
+    await publish(enrollment, (CUSTOMER_ACCOUNTS, customer_account(late)))
     [decided] = await records_for(enrollment, decisions_topic("energyhub"), {late}, expect=1)
     assert decided["outcome"] == "ACCEPTED"
     # The other never comes: once the wait is over, the request is rejected, not lost.
@@ -148,7 +140,7 @@ async def test_a_request_waits_for_its_account_then_unknown_accounts_are_rejecte
 
 async def test_concurrent_enrollments_racing_for_the_last_bonus_never_overspend_the_fund(enrollment):
     racers = [new_account_id() for _ in range(6)]
-    await publish(enrollment, *[(CUSTOMER_ACCOUNTS, account(a)) for a in racers])
+    await publish(enrollment, *[(CUSTOMER_ACCOUNTS, customer_account(a)) for a in racers])
     providers = ["energyhub", "resideo"]
     await asyncio.gather(*[
         publish(enrollment, (requests_topic(providers[i % 2]), request(a, program_id=RACE)))
@@ -168,7 +160,7 @@ async def test_concurrent_enrollments_racing_for_the_last_bonus_never_overspend_
 
 async def test_bad_requests_are_dead_lettered_with_their_reason(enrollment):
     account_id = new_account_id()
-    await publish(enrollment, (CUSTOMER_ACCOUNTS, account(account_id)),
+    await publish(enrollment, (CUSTOMER_ACCOUNTS, customer_account(account_id)),
                   (requests_topic("energyhub"), request(account_id, requested_at=NOW + timedelta(days=2))))
     deadline = time.monotonic() + 30
     letters = []
@@ -191,7 +183,7 @@ async def operator(enrollment: IsolatedSystem, *args: str) -> tuple[int, str, st
 
 async def test_an_operator_reverses_a_bonus_paid_in_error_once_and_only_inside_the_window(enrollment):
     account_id = new_account_id()
-    await publish(enrollment, (CUSTOMER_ACCOUNTS, account(account_id)))
+    await publish(enrollment, (CUSTOMER_ACCOUNTS, customer_account(account_id)))
     enrolled = request(account_id)
     await publish(enrollment, (requests_topic("energyhub"), enrolled))
     [granted] = await records_for(enrollment, INCENTIVES, {account_id}, expect=1)

@@ -41,7 +41,7 @@ from gridflex.topics import (
     REMOVAL_FINDINGS,
 )
 from services.enrollment.projection import Database
-from tests.integration.conftest import IsolatedSystem, crash_mid_stream, utc
+from tests.integration.conftest import IsolatedSystem, crash_mid_stream, customer_account, utc
 
 NOW = utc(2025, 7, 1, 17)  # Tuesday July 1, 2025, 10:00 in Los Angeles
 PROVIDERS = ("energyhub", "resideo", "ohmconnect")
@@ -104,14 +104,6 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def customer_account(account_id: str, **facts) -> dict:
-    base = {
-        "service_account_id": account_id, "customer_class": "RESIDENTIAL", "rate_schedule": "TOU-D",
-        "meter_type": "SMARTCONNECT", "service_start": date(2020, 1, 1), "service_end": None,
-        "net_metering_since": None, "bill_cycle_day": 1, "programs": [], "joint_gas_customer": False,
-        "updated_at": NOW - timedelta(days=1),
-    }
-    return {**base, **facts}
 
 
 def enrollment_request(account_id: str, requested_at: datetime, serial: str, program_id: str = SEP,
