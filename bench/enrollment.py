@@ -39,14 +39,14 @@ import asyncpg
 from bench import RESULTS_DIR
 from bench.console import progress, rate
 from bench.enrollment_requests import PROVIDERS, EnrollmentLoad
-from bench.ingest import ServiceRun, free_port, start_when_ready
+from bench.ingest import ServiceRun, start_when_ready
 from bench.procstats import MachineCpu, cpu_seconds, peak_rss_mib
 from bench.profiling import Sampler, py_spy_executable, service_areas, where_the_time_goes
 from bench.topics import RecordCounter
 from gridflex import REPO_ROOT
 from gridflex.db import with_search_path
 from gridflex.kafka_io import RecordProducer, read_records
-from gridflex.processes import ServiceFailed, ServiceProcess, isolated_env, isolated_topics
+from gridflex.processes import ServiceFailed, ServiceProcess, free_port, isolated_env, isolated_topics
 from gridflex.settings import ServiceSettings
 from gridflex.topics import CLOCK, DEAD_LETTERS, ENROLLMENT_DECISIONS, INCENTIVES, TopicSpec, delete_topics_containing
 

@@ -30,7 +30,6 @@ import asyncio
 import os
 import secrets
 import shutil
-import socket
 import time
 from dataclasses import dataclass, field
 
@@ -44,7 +43,7 @@ from bench.rules_floor import measure_codec_and_rules
 from bench.topics import RecordCounter, create_scratch_topic
 from gridflex import REPO_ROOT
 from gridflex.kafka_io import RecordProducer
-from gridflex.processes import ServiceProcess, isolated_env, isolated_topics
+from gridflex.processes import ServiceProcess, free_port, isolated_env, isolated_topics
 from gridflex.settings import ServiceSettings
 from gridflex.topics import CLOCK, DEAD_LETTERS, METER_INTERVALS, METER_READS, TopicSpec, delete_topics_containing
 from services.telemetry.settings import TelemetrySettings
@@ -272,12 +271,6 @@ def start_when_ready(service: ServiceProcess) -> float:
     """Start the worker, wait for its ``/health`` page; the time.monotonic() it became ready."""
     service.start()
     return time.monotonic()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # -- the report ----------------------------------------------------------------------------------

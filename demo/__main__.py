@@ -70,6 +70,7 @@ from demo.driving import (
     scrape,
     send_records,
     tick,
+    wait_for_progress,
     wait_until,
 )
 from demo.enrollment import (
@@ -377,24 +378,8 @@ async def open_day(producer: RecordProducer, service: ServiceProcess, scenario: 
 
 async def wait_for_reads(service: ServiceProcess, count: int) -> TelemetryMetrics:
     """The metrics once the service has handled ``count`` reads in all, or has gone quiet short of it."""
-    deadline, metrics = time.monotonic() + HOUR_TIMEOUT_S, None
-    last_snapshot, quiet_since = None, time.monotonic()
-    while True:
-        try:
-            metrics = await scrape(service, TelemetryMetrics.parse)
-        except OSError:  # the web server can be briefly unavailable while the worker rebalances
-            pass
-        else:
-            if metrics.reads_handled >= count and metrics.settled:
-                return metrics
-            if metrics.snapshot != last_snapshot:
-                last_snapshot, quiet_since = metrics.snapshot, time.monotonic()
-        now = time.monotonic()
-        if now - quiet_since > QUIET_S or now > deadline:
-            if metrics is None:
-                raise DemoFailed(f"the telemetry service's /metrics did not answer for {HOUR_TIMEOUT_S:.0f} s")
-            return metrics
-        await asyncio.sleep(0.1)
+    return await wait_for_progress(service, TelemetryMetrics.parse,
+                                   lambda m: m.reads_handled >= count and m.settled, HOUR_TIMEOUT_S, QUIET_S)
 
 
 def progress(hour: SimulatedHour, sent: int, handled_before: int, m: TelemetryMetrics) -> None:

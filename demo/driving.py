@@ -82,6 +82,35 @@ async def wait_until(service: ServiceProcess, parse: Callable[[str], Metrics], c
         await asyncio.sleep(0.1)
 
 
+async def wait_for_progress(service: ServiceProcess, parse: Callable[[str], Metrics],
+                            done: Callable[[Metrics], bool], timeout: float, quiet: float,
+                            *, quiet_once_moved: bool = False) -> Metrics:
+    """The service's metrics once ``done`` holds for them, or once they have not changed for
+    ``quiet`` seconds (with ``quiet_once_moved``: only after they changed at least once), or
+    after ``timeout``. Metrics have a ``snapshot`` that changes whenever the service progresses."""
+    deadline, metrics = time.monotonic() + timeout, None
+    first_snapshot = last_snapshot = None
+    quiet_since = time.monotonic()
+    while True:
+        try:
+            metrics = await scrape(service, parse)
+        except OSError:  # the web server can be briefly unavailable while the worker rebalances
+            pass
+        else:
+            if done(metrics):
+                return metrics
+            first_snapshot = first_snapshot or metrics.snapshot
+            if metrics.snapshot != last_snapshot:
+                last_snapshot, quiet_since = metrics.snapshot, time.monotonic()
+        now = time.monotonic()
+        counts_as_quiet = not quiet_once_moved or last_snapshot != first_snapshot
+        if (counts_as_quiet and now - quiet_since > quiet) or now > deadline:
+            if metrics is None:
+                raise DemoFailed(f"the {service.service} service's /metrics did not answer for {timeout:.0f} s")
+            return metrics
+        await asyncio.sleep(0.1)
+
+
 async def collect(settings: ServiceSettings, topic: str, expect: int) -> list:
     """The first ``expect`` records of an output topic (fewer if no more come within a few seconds)."""
     if expect == 0:

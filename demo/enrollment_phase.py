@@ -16,7 +16,7 @@ from gridflex.processes import ServiceProcess
 from gridflex.settings import ServiceSettings
 from gridflex.topics import CUSTOMER_ACCOUNTS, ENROLLMENT_REQUESTS
 
-from demo.driving import DemoFailed, scrape, send_records, tick
+from demo.driving import DemoFailed, scrape, send_records, tick, wait_for_progress
 from demo.enrollment import HTTP, KAFKA, ApiCall, EnrollmentScenario, EnrollmentStep
 from demo.enrollment_report import Answer, EnrollmentMetrics
 from demo.scenario import Outgoing
@@ -101,27 +101,8 @@ async def run_enrollment(settings: ServiceSettings, service: ServiceProcess, oth
 
 async def wait_for(service: ServiceProcess, done) -> EnrollmentMetrics:
     """The metrics once ``done`` holds for them, or once the service has gone quiet short of it."""
-    deadline, metrics = time.monotonic() + STEP_TIMEOUT_S, None
-    first_snapshot = last_snapshot = None
-    quiet_since = time.monotonic()
-    while True:
-        try:
-            metrics = await scrape(service, EnrollmentMetrics.parse)
-        except OSError:  # the web server can be briefly unavailable while the worker rebalances
-            pass
-        else:
-            if done(metrics):
-                return metrics
-            first_snapshot = first_snapshot or metrics.snapshot
-            if metrics.snapshot != last_snapshot:
-                last_snapshot, quiet_since = metrics.snapshot, time.monotonic()
-        now = time.monotonic()
-        moved = last_snapshot != first_snapshot
-        if (moved and now - quiet_since > QUIET_S) or now > deadline:
-            if metrics is None:
-                raise DemoFailed(f"the enrollment service's /metrics did not answer for {STEP_TIMEOUT_S:.0f} s")
-            return metrics
-        await asyncio.sleep(0.1)
+    return await wait_for_progress(service, EnrollmentMetrics.parse, done, STEP_TIMEOUT_S, QUIET_S,
+                                   quiet_once_moved=True)
 
 
 def progress_header(zone: str) -> None:

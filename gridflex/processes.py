@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -104,6 +105,13 @@ class ServiceProcess:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now: a worker's web port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def isolated_env(suffix: str, *, clock: str = "simulated", **extra: str) -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -14,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gridflex import REPO_ROOT, stack
 from gridflex.kafka_io import RecordProducer, read_records
-from gridflex.processes import ServiceProcess, isolated_env, isolated_topics
+from gridflex.processes import ServiceProcess, free_port, isolated_env, isolated_topics
 from gridflex.settings import ServiceSettings
 from gridflex.topics import CLOCK, delete_topics_containing
 
@@ -30,12 +29,6 @@ def running_stack():
     yield settings
     for suffix in IsolatedSystem.suffixes:
         asyncio.run(delete_topics_containing(settings.kafka_bootstrap, suffix))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class IsolatedSystem:

@@ -20,9 +20,10 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
+from gridflex.processes import free_port
 from gridflex.topics import DEAD_LETTERS, ENROLLMENT_DECISIONS, ENROLLMENT_REQUESTS, ENROLLMENT_STATE
 from services.enrollment.projection import Database
-from tests.integration.conftest import IsolatedSystem, free_port, utc
+from tests.integration.conftest import IsolatedSystem, utc
 
 NOW = utc(2026, 7, 15, 21, 0)
 PROVIDERS = ("energyhub", "resideo")
