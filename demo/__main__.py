@@ -1,5 +1,6 @@
 """`make demo`: providers enroll thermostats in the SCE Smart Energy Program, then one summer day
-of household meter reads, through the enrollment and telemetry services.
+of household meter reads and an energy event, through the enrollment, telemetry and dispatch
+services.
 
 What it shows, on the local stack (`make up`) and nothing else:
 
@@ -15,6 +16,11 @@ What it shows, on the local stack (`make up`) and nothing else:
 - the day itself (demo.scenario): the Green Button sample year's load, replayed on 2025 (same
   weekday, 730 weeks later), spread over ~60 accounts, streamed hour by hour with the trouble a
   real feed carries, and the enrolled thermostats reporting their state;
+- the day's energy events (demo.dispatch_phase): the utility calls an afternoon event with
+  precool, two more that break the program's limits (rejected with every rule named), and
+  shortens the first; the dispatch service instructs every thermostat in effect that day and the
+  update to the same ones, the providers acknowledge all but one, the event starts and ends as
+  the clock passes; coverage and the silent thermostat on /metrics and `gridflex events`;
 - at the end, read back from the services' outputs (topics, /metrics, the HTTP API) and checked
   against what was sent: decisions with every failed rule, effective dates, sign-up bonuses,
   enrollment state; clean intervals vs dead letters, the day's load per profile, device status.
@@ -83,6 +89,7 @@ from demo.enrollment import (
     EnrollmentScenario,
     build_enrollment,
 )
+from demo.dispatch_phase import DispatchReport, call_events, in_effect_today, plan_events, read_dispatch
 from demo.enrollment_phase import ProviderApi, run_enrollment
 from demo.enrollment_report import EnrollmentMetrics, EnrollmentOutputs, EnrollmentReport
 from demo.greenbutton import SAMPLE_YEAR_CSV, REPLAY_WEEKS, OutsideSampleYear, SampleYear, replayed_days, sample_day
@@ -90,7 +97,7 @@ from demo.report import Outputs, Report, TelemetryMetrics, decoded
 from demo.scenario import MIN_ACCOUNTS, DayScenario, SimulatedHour, build_day
 
 LOG_DIR = REPO_ROOT / "var" / "log"
-LOGS = {service: LOG_DIR / f"demo-{service}.log" for service in ("enrollment", "telemetry")}
+LOGS = {service: LOG_DIR / f"demo-{service}.log" for service in ("enrollment", "telemetry", "dispatch")}
 HOUR_TIMEOUT_S = 60.0  # for the service to handle one hour's reads (a rebalance can pause it for seconds)
 QUIET_S = 5.0  # … or to show no progress at all, short of handling them
 DEVICE_TIMEOUT_S = 60.0  # partner topics are discovered every 10 s, then subscribed after a rebalance
@@ -107,6 +114,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--web-port", type=int, default=8101, help="the telemetry service's /metrics port")
     parser.add_argument("--enrollment-port", type=int, default=8102,
                         help="the enrollment service's port (HTTP API and /metrics)")
+    parser.add_argument("--dispatch-port", type=int, default=8103, help="the dispatch service's /metrics port")
     args = parser.parse_args(argv)
     if args.accounts < MIN_ACCOUNTS:
         parser.error(f"--accounts must be at least {MIN_ACCOUNTS}")
@@ -140,9 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     zone = scenario.hours[0].start.astimezone(LOCAL_ZONE).tzname()
     introduce(scenario, enrollment, settings, args, zone, schema)
 
-    for port, service in ((args.enrollment_port, "enrollment"), (args.web_port, "telemetry")):
+    ports = {"enrollment": (args.enrollment_port, "--enrollment-port"), "telemetry": (args.web_port, "--web-port"),
+             "dispatch": (args.dispatch_port, "--dispatch-port")}
+    for service, (port, option) in ports.items():
         if port_in_use(port):
-            option = "--enrollment-port" if service == "enrollment" else "--web-port"
             print(f"\ndemo: port {port} is taken (another {service} service?); stop it or pass {option}",
                   file=sys.stderr)
             return 1
@@ -151,12 +160,15 @@ def main(argv: list[str] | None = None) -> int:
         suffix, GRIDFLEX_DATABASE_URL=database_url, GRIDFLEX_ENROLLMENT_UNKNOWN_ACCOUNT_WAIT_S=wait_s,
     ), web_port=args.enrollment_port, log_path=LOGS["enrollment"])
     telemetry = ServiceProcess("telemetry", isolated_env(suffix), web_port=args.web_port, log_path=LOGS["telemetry"])
-    services = [enroller, telemetry]
+    dispatcher = ServiceProcess("dispatch", isolated_env(suffix, GRIDFLEX_DATABASE_URL=database_url),
+                                web_port=args.dispatch_port, log_path=LOGS["dispatch"])
+    services = [enroller, telemetry, dispatcher]
+    event_plan = plan_events(scenario.day, scenario.hours[0].start)
     try:
         asyncio.run(prepare(settings, enrollment.steps[0].at, schema))
         tokens = mint_tokens(database_url)
         mark_logs(suffix)
-        print("starting the enrollment and telemetry services … ", end="", flush=True)
+        print("starting the enrollment, telemetry and dispatch services … ", end="", flush=True)
         ready_since = time.monotonic()
         with ThreadPoolExecutor(len(services)) as pool:
             list(pool.map(lambda service: service.start(SERVICE_READY_S), services))
@@ -165,9 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         api_url = f"http://127.0.0.1:{args.enrollment_port}"
         enrollment_metrics, answers = asyncio.run(
             enrollment_weeks(settings, enroller, telemetry, ProviderApi(api_url, tokens), enrollment))
+        in_effect = asyncio.run(thermostats_in_effect(settings, enrollment_metrics, scenario.day))
+        asyncio.run(call_events(settings, dispatcher, event_plan, PROVIDERS, len(in_effect)))
         metrics = asyncio.run(stream_day(settings, telemetry, enroller, scenario, zone))
         outputs, enrollment_metrics, enrollment_outputs = asyncio.run(
             read_back(settings, metrics, enroller, answers))
+        dispatch_outcome = asyncio.run(read_dispatch(settings, dispatcher, event_plan, PROVIDERS))
     except ServiceFailed as exc:
         what, _, tail = str(exc).partition("\n")
         log = LOGS.get(what.split(" ", 1)[0])
@@ -190,10 +205,12 @@ def main(argv: list[str] | None = None) -> int:
 
     enrollment_report = EnrollmentReport(enrollment, enrollment_metrics, enrollment_outputs, scenario.day, api_url)
     report = Report(scenario, metrics, outputs, zone, suffix)
+    dispatch_report = DispatchReport(event_plan, dispatch_outcome, in_effect)
     print(enrollment_report.render())
     print(report.render())
+    print(dispatch_report.render())
     elapsed = time.monotonic() - started
-    checks = [*enrollment_report.checks, *report.checks]
+    checks = [*enrollment_report.checks, *report.checks, *dispatch_report.checks]
     failures = [check.what for check in checks if not check.ok]
     print(f"\nservice logs: {', '.join(relative(path) for path in LOGS.values())} (this run's topics and "
           f"consumer groups end in {suffix}; its Postgres schema is {schema})")
@@ -290,6 +307,11 @@ async def enrollment_weeks(settings: ServiceSettings, enroller: ServiceProcess, 
                            api: ProviderApi, enrollment: EnrollmentScenario) -> tuple[EnrollmentMetrics, list]:
     async with api:
         return await run_enrollment(settings, enroller, [telemetry], api, enrollment)
+
+
+async def thermostats_in_effect(settings: ServiceSettings, enrollment: EnrollmentMetrics, day: date) -> set:
+    states = await collect(settings, ENROLLMENT_STATE, enrollment.records_out[ENROLLMENT_STATE])
+    return in_effect_today([record.value for record in states if isinstance(record.value, dict)], day)
 
 
 async def stream_day(settings: ServiceSettings, service: ServiceProcess, enroller: ServiceProcess,

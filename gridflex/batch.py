@@ -86,6 +86,11 @@ class Batch:
             groups.setdefault(record.partition, []).append(record)
         return groups
 
+    def again(self) -> None:
+        """Ask for the next batch at once, with or without input: the handler has work of its own
+        left (a long fan-out done in slices, so that no batch grows without bound)."""
+        self._pipeline.again = True
+
     def store(self, partition: int) -> PartitionStore:
         return self._pipeline.stores[partition]
 
@@ -202,6 +207,7 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
         # what is due by time (deadlines in the state) happens even when nothing arrives.
         self.idle_every_s = idle_every_s
         self.stores: dict[int, PartitionStore] = {}
+        self.again = False  # the handler asked for another batch at once (Batch.again)
         self.ready = asyncio.Event()
         self._processing = asyncio.Lock()
         self._commits: asyncio.Queue[_PendingCommit] = asyncio.Queue(maxsize=COMMITS_IN_FLIGHT)
@@ -326,16 +332,19 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
         consumer = self._consumer
         last_batch = time.monotonic()
         while not self.should_stop:
+            again = self.again and self.ready.is_set()
             try:
-                fetched = await consumer.getmany(timeout_ms=self.batch_within_ms, max_records=self.batch_size)
+                fetched = await consumer.getmany(timeout_ms=0 if again else self.batch_within_ms,
+                                                 max_records=self.batch_size)
             except ConsumerStoppedError:
                 return  # stopping
             if self.should_stop:
                 return  # fetched while on_stop waited for the last batch: read again after restart
-            if not fetched and (self.idle_every_s is None or time.monotonic() - last_batch < self.idle_every_s
-                                or not self.ready.is_set()):
+            if not fetched and not again and (self.idle_every_s is None or not self.ready.is_set()
+                                              or time.monotonic() - last_batch < self.idle_every_s):
                 continue
             last_batch = time.monotonic()
+            self.again = False
             async with self._processing:
                 started = time.perf_counter()
                 records = []

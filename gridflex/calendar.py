@@ -15,6 +15,11 @@ LOCAL_ZONE = ZoneInfo("America/Los_Angeles")
 MONDAY, THURSDAY, SATURDAY, SUNDAY = 0, 3, 5, 6
 
 
+def iso_instant(instant: datetime) -> str:
+    """UTC, to the millisecond (what timestamp-millis keeps), with a Z."""
+    return instant.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def local_date(instant: datetime) -> date:
     """The America/Los_Angeles calendar day an instant falls on."""
     return instant.astimezone(LOCAL_ZONE).date()

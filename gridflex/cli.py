@@ -14,7 +14,7 @@ from gridflex import stack as local_stack
 from gridflex.settings import ServiceSettings
 from gridflex.topics import CLOCK, InvalidProviderId, TopicCatalogue, create_topics
 
-SERVICES = ("telemetry", "enrollment")
+SERVICES = ("telemetry", "enrollment", "dispatch")
 
 
 def _settings() -> ServiceSettings:
@@ -187,6 +187,50 @@ def incentives_reverse(claim_id: str, reason: str, day: datetime | None, wait_s:
         sys.exit(2)
     remaining = f"; the fund has {reversed_.fund_remaining} left" if reversed_.fund_remaining is not None else ""
     click.echo(f"reversed {reversed_.claim_id}: {reversed_.amount} back{remaining}")
+
+
+# -- events --------------------------------------------------------------------------------------
+
+
+@main.group()
+def events() -> None:
+    """Energy events (dispatch): program hours, an event's life, thermostats that did not answer."""
+
+
+@events.command("hours")
+@click.option("--year", type=int, help="Calendar year [default: this year, Pacific].")
+def events_hours(year: int | None) -> None:
+    """Event hours used and left per program in a year (the dispatch service's ledger)."""
+    from gridflex.calendar import local_date
+    from services.dispatch.operations import program_hours_table
+
+    year = year or local_date(datetime.now(timezone.utc)).year
+    click.echo("\n".join(asyncio.run(program_hours_table(_settings(), year))))
+
+
+@events.command("show")
+@click.argument("event_id")
+def events_show(event_id: str) -> None:
+    """Every step of an event (each rejection with the rules it broke) and its deliveries."""
+    from services.dispatch.operations import event_report
+
+    lines = asyncio.run(event_report(_settings(), event_id))
+    if lines is None:
+        click.echo(f"no event {event_id!r} is known (has the dispatch service decided it yet?)", err=True)
+        sys.exit(1)
+    click.echo("\n".join(lines))
+
+
+@events.command("unacknowledged")
+@click.argument("event_id")
+@click.option("--provider", help="Only this provider's thermostats.")
+def events_unacknowledged(event_id: str, provider: str | None) -> None:
+    """Thermostats an event reached whose provider had not acknowledged them by its start
+    (tab-separated: provider, thermostat, account, answer, answered at)."""
+    from services.dispatch.operations import unacknowledged_lines
+
+    lines = asyncio.run(unacknowledged_lines(_settings(), event_id, provider))
+    click.echo("\n".join(lines) if lines else "every thermostat reached had acknowledged by the start", err=not lines)
 
 
 # -- services ------------------------------------------------------------------------------------

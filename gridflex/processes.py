@@ -21,7 +21,8 @@ from pathlib import Path
 from gridflex.settings import ServiceSettings
 from gridflex.topics import TopicCatalogue, TopicSpec, create_topics
 
-WEB_PORT_VARIABLE = {"telemetry": "GRIDFLEX_TELEMETRY_WEB_PORT", "enrollment": "GRIDFLEX_ENROLLMENT_WEB_PORT"}
+WEB_PORT_VARIABLE = {"telemetry": "GRIDFLEX_TELEMETRY_WEB_PORT", "enrollment": "GRIDFLEX_ENROLLMENT_WEB_PORT",
+                     "dispatch": "GRIDFLEX_DISPATCH_WEB_PORT"}
 
 
 class ServiceFailed(RuntimeError):

@@ -103,6 +103,7 @@ class Precool(_Rules):
     offset_f: int = Field(gt=0)
     tou_on_peak: Window | None = Field(None, description="never precool a TOU account in this window")
     tou_on_peak_business_days_only: bool = True
+    tou_rate_prefix: str = Field("TOU-", min_length=1, description="rate schedules that start with this are TOU rates")
 
 
 class EventLimits(_Rules):

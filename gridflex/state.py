@@ -104,6 +104,24 @@ class PartitionStore:
                 break
             yield raw_key.decode()
 
+    def items_with_prefix(self, prefix: str, after: str | None = None) -> Iterator[tuple[str, Any]]:
+        """(key, value) of the keys that start with ``prefix``, in order, from the first key after
+        ``after`` (a cursor: the last key a previous scan handled)."""
+        raw_prefix = prefix.encode()
+        start = after.encode() if after is not None else raw_prefix
+        bound = raw_prefix + b"\xff"  # 0xff never occurs in UTF-8
+        pending = self.pending
+        written = sorted((key, value) for key, value in pending.items() if start <= key < bound)
+        previous = start if after is not None else None
+        on_disk = ((key, value) for key, value in self.db.items(from_key=start) if key not in pending)
+        for raw_key, data in heapq.merge(on_disk, written, key=lambda item: item[0]):
+            if not raw_key.startswith(raw_prefix):
+                break
+            if raw_key == previous or data is None:
+                continue
+            previous = raw_key
+            yield raw_key.decode(), decode_value(data)
+
     def _keys_from(self, start: bytes, bound: bytes) -> Iterator[bytes]:
         """Live keys from ``start`` in order, on disk or written by a batch not yet on disk (those
         below ``bound``), less the deleted ones; the caller stops at its bound."""

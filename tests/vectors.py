@@ -108,4 +108,11 @@ VECTORS = {
         "rule": "OFFLINE", "found_on": date(2025, 8, 10), "year": 2025,
         "evidence": "thermostat EH-00F1-22A9 offline since 2025-07-11, 30 consecutive days",
     },
+    "gridflex.dispatch.EventLifecycle": {
+        "event_id": "EVT-2025-07-16-A", "program_id": "sce-sep-2025", "status": "SCHEDULED", "revision": 1,
+        "request_action": "SCHEDULE", "reason": "GRID_STRESS", "start": utc(2025, 7, 16, 23), "end": utc(2025, 7, 17, 2),
+        "setpoint_offset_f": 4, "precool": True, "targets": ["energyhub"], "issued_at": utc(2025, 7, 16, 17),
+        "decided_at": utc(2025, 7, 16, 17, 0, 1), "failures": [], "counted_ms": 10_800_000, "program_year": 2025,
+        "year_used_ms": 10_800_000, "year_limit_ms": 648_000_000, "source_offset": 0,
+    },
 }

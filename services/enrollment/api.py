@@ -28,7 +28,8 @@ from gridflex.clock import ClockNotStarted
 from gridflex.db import TRANSIENT_ERRORS
 from gridflex.streaming import ServiceRuntime
 from gridflex.topics import ENROLLMENT_REQUESTS
-from services.enrollment.projection import Database, RequestIdReused, json_ready
+from gridflex.db import json_ready
+from services.enrollment.projection import Database, RequestIdReused
 from services.enrollment.requests import InvalidRequest, enrollment_request, parse_submission, parse_wait
 
 log = structlog.get_logger(__name__)

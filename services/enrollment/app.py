@@ -30,10 +30,10 @@ from gridflex.topics import (
     CUSTOMER_ACCOUNTS,
     DATA_SHARING_AUTHORIZATIONS,
     DEVICE_STATUS,
-    ENERGY_EVENTS,
     ENROLLMENT_DECISIONS,
     ENROLLMENT_REQUESTS,
     ENROLLMENT_STATE,
+    EVENT_LIFECYCLE,
     INCENTIVE_CLAIMS,
     INCENTIVES,
     METER_INTERVALS,
@@ -259,18 +259,21 @@ incentive_pipeline = runtime.batch_pipeline(INCENTIVE_CLAIMS, decide_incentives,
 
 # -- removal: what enrolled accounts did, judged against each program's removal rules ------------
 
-events: dict[str, removal.Event] = {}  # every scheduled energy event, by id (the mirror keeps it current)
+events: dict[str, removal.Event] = {}  # every dispatched energy event, by id (the mirror keeps it current)
 
 
-def _schedule(event_id: str, request: dict) -> None:
-    if request["action"] == "CANCEL":
+def _dispatched(event_id: str, step: dict) -> None:
+    """The dispatch service's lifecycle: an accepted event as it stands; one cancelled before its
+    start is gone, one cancelled while in progress ran until it was cancelled (its ``end``)."""
+    status = step["status"]
+    if status in ("SCHEDULED", "UPDATED") or (status == "CANCELLED" and step["counted_ms"] > 0):
+        events[event_id] = removal.Event(event_id, step["program_id"], step["start"], step["end"],
+                                         tuple(step["targets"]))
+    elif status == "CANCELLED":
         events.pop(event_id, None)
-    else:
-        events[event_id] = removal.Event(event_id, request["program_id"], request["start"], request["end"],
-                                         tuple(request["targets"]))
 
 
-event_calendar = runtime.mirror(ENERGY_EVENTS, _schedule)
+event_calendar = runtime.mirror(EVENT_LIFECYCLE, _dispatched)
 USAGE_WINDOW_MINUTES = max((p.removal.minimum_usage.window_minutes for p in programs
                             if p.removal and p.removal.minimum_usage), default=0)
 REMOVAL_PROGRAMS = [p for p in programs if p.removal is not None]

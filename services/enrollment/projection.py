@@ -12,28 +12,22 @@ import time, before any event loop runs.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Any
+from datetime import datetime
 
 import asyncpg
-import orjson
 import structlog
 
 from gridflex.batch import Batch, InputRecord
 from gridflex.codec import Undecodable
-from gridflex.db import TRANSIENT_ERRORS, create_pool, migrate
+from gridflex import db
+from gridflex.db import columns, json_text
 from gridflex.topics import provider_of
-from services.enrollment.requests import iso_instant
 
 log = structlog.get_logger(__name__)
-
-RETRY_FIRST_S = 0.5
-RETRY_MAX_S = 30.0
 
 DECISION_COLUMNS = (
     "provider_id, request_id, program_id, action, service_account_id, thermostat_serial, outcome, "
@@ -121,92 +115,27 @@ def projection_rows(records: Iterable[InputRecord]) -> ProjectionRows:
     return ProjectionRows(list(decisions.values()), list(accounts.values()), rejected)
 
 
-def json_ready(value: Any) -> Any:
-    """A decoded Avro value as JSON values: dates and instants as ISO 8601 strings."""
-    if isinstance(value, date):
-        return _json_date(value)
-    if isinstance(value, Mapping):
-        return {key: json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(item) for item in value]
-    return value
-
-
-def json_text(value: Any) -> str:
-    """The JSON text of a decoded Avro value, dates and instants as :func:`json_ready` writes them."""
-    return orjson.dumps(value, default=_json_date, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
-
-
-def _json_date(value: Any) -> str:
-    if isinstance(value, datetime):
-        return iso_instant(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
 def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def _columns(rows: list[tuple]) -> list[list]:
-    return [list(column) for column in zip(*rows)]
+async def _write(connection: asyncpg.Connection, rows: ProjectionRows) -> None:
+    if rows.decisions:
+        await connection.execute(INSERT_DECISIONS, *columns(rows.decisions))
+    if rows.accounts:
+        await connection.execute(UPSERT_ACCOUNTS, *columns(rows.accounts))
 
 
-class Database:
+class Database(db.Database):
     """The enrollment tables: projection writes, API reads, submissions and provider credentials."""
-
-    def __init__(self, database_url: str):
-        self.database_url = database_url
-        self._pool: asyncpg.Pool | None = None
-        self._connecting = asyncio.Lock()
-
-    async def pool(self) -> asyncpg.Pool:
-        """The pool, connected and migrated on first use."""
-        if self._pool is None:
-            async with self._connecting:
-                if self._pool is None:
-                    pool = await create_pool(self.database_url)
-                    try:
-                        await migrate(pool)
-                    except BaseException:
-                        await pool.close()
-                        raise
-                    self._pool = pool
-        return self._pool
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-
-    # -- the projection -----------------------------------------------------------------------
 
     async def project(self, batch: Batch) -> None:
         """Write a batch of decisions and account states; wait out a Postgres outage, never skip."""
         rows = projection_rows(batch.records)
         for record, reason_code, reason in rows.rejected:
             batch.dead_letter(record, reason_code, reason)
-        if not rows.decisions and not rows.accounts:
-            return
-        delay = RETRY_FIRST_S
-        while True:
-            try:
-                await self._write(rows)
-                return
-            except TRANSIENT_ERRORS as exc:
-                log.warning("postgres unavailable; retrying the batch", error=type(exc).__name__,
-                            detail=str(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
-
-    async def _write(self, rows: ProjectionRows) -> None:
-        pool = await self.pool()
-        async with pool.acquire() as connection, connection.transaction():
-            if rows.decisions:
-                await connection.execute(INSERT_DECISIONS, *_columns(rows.decisions))
-            if rows.accounts:
-                await connection.execute(UPSERT_ACCOUNTS, *_columns(rows.accounts))
+        if rows.decisions or rows.accounts:
+            await self.write(lambda connection: _write(connection, rows))
 
     # -- what the API reads -------------------------------------------------------------------
 

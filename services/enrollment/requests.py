@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable
+
+from gridflex.calendar import iso_instant
 
 ACTIONS = ("ENROLL", "DISENROLL")
 THERMOSTAT_SOURCES = ("RETAIL", "UTILITY_PROGRAM")
@@ -123,12 +125,6 @@ def parse_instant(text: Any) -> datetime | None:
     except ValueError:
         return None
     return instant if instant.tzinfo is not None else None
-
-
-def iso_instant(instant: datetime) -> str:
-    """UTC, to the millisecond (what timestamp-millis keeps), with a Z."""
-    utc = instant.astimezone(timezone.utc)
-    return utc.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _text(body: dict, name: str, submission: dict, problems: list[Problem]) -> None:

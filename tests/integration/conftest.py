@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -12,6 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gridflex import REPO_ROOT, stack
+from gridflex.db import create_schema, drop_schema, with_search_path
 from gridflex.kafka_io import RecordProducer, read_records
 from gridflex.processes import ServiceProcess, free_port, isolated_env, isolated_topics
 from gridflex.settings import ServiceSettings
@@ -29,6 +32,7 @@ def running_stack():
     yield settings
     for suffix in IsolatedSystem.suffixes:
         asyncio.run(delete_topics_containing(settings.kafka_bootstrap, suffix))
+        asyncio.run(drop_schema(settings.database_url, IsolatedSystem.schema_of(suffix)))
 
 
 class IsolatedSystem:
@@ -39,17 +43,29 @@ class IsolatedSystem:
     def __init__(self, name: str, providers: tuple[str, ...]):
         self.suffix = f"-{name}-{uuid.uuid4().hex[:8]}"
         IsolatedSystem.suffixes.append(self.suffix)
-        self.settings = ServiceSettings(topic_suffix=self.suffix)
+        base = ServiceSettings()
+        self.settings = ServiceSettings(
+            topic_suffix=self.suffix, database_url=with_search_path(base.database_url, self.schema_of(self.suffix)))
         self.providers = providers
         self.services: list[ServiceProcess] = []
 
+    @staticmethod
+    def schema_of(suffix: str) -> str:
+        """The Postgres schema of a system's projections."""
+        return "test" + suffix.replace("-", "_")
+
     async def create_topics(self) -> None:
+        """This system's topics, and the Postgres schema its services' tables go in."""
         await isolated_topics(self.settings, self.providers)
+        await create_schema(ServiceSettings().database_url, self.schema_of(self.suffix))
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return isolated_env(self.suffix, **{"GRIDFLEX_DATABASE_URL": self.settings.database_url, **extra})
 
     def service(self, service: str, **env: str) -> ServiceProcess:
         """A worker on this system's topics; ``env`` adds settings (e.g. GRIDFLEX_DATA_DIR)."""
         process = ServiceProcess(
-            service, isolated_env(self.suffix, **env), web_port=free_port(),
+            service, self.env(**env), web_port=free_port(),
             log_path=LOG_DIR / f"{service}{self.suffix}.log",
         )
         self.services.append(process)
@@ -64,6 +80,15 @@ class IsolatedSystem:
 
     async def read(self, topic: str, **options) -> list:
         return [record async for record in read_records(self.settings, topic, **options)]
+
+    async def command(self, *args: str) -> tuple[int, str, str]:
+        """Run the `gridflex` operator command on this system's topics: (exit code, stdout, stderr)."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gridflex.cli", *args, env={**os.environ, **self.env()},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        return process.returncode, out.decode(), err.decode()
 
     def stop(self) -> None:
         for process in self.services:

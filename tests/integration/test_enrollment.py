@@ -8,8 +8,6 @@ racing for the last bonus is cheap to set up. Each test uses its own service acc
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import time
 import uuid
 from datetime import date, timedelta
@@ -18,7 +16,6 @@ from decimal import Decimal
 import pytest
 
 from gridflex import REPO_ROOT
-from gridflex.processes import isolated_env
 from gridflex.topics import CUSTOMER_ACCOUNTS, DEAD_LETTERS, ENROLLMENT_STATE, INCENTIVES
 from tests.integration.conftest import IsolatedSystem, customer_account, utc
 
@@ -171,16 +168,6 @@ async def test_bad_requests_are_dead_lettered_with_their_reason(enrollment):
     assert [letter["reason_code"] for letter in letters] == ["FUTURE_TIMESTAMP"]
 
 
-async def operator(enrollment: IsolatedSystem, *args: str) -> tuple[int, str, str]:
-    """Run the `gridflex` operator command on this system's topics."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gridflex.cli", *args, env={**os.environ, **isolated_env(enrollment.suffix)},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    return process.returncode, out.decode(), err.decode()
-
-
 async def test_an_operator_reverses_a_bonus_paid_in_error_once_and_only_inside_the_window(enrollment):
     account_id = new_account_id()
     await publish(enrollment, (CUSTOMER_ACCOUNTS, customer_account(account_id)))
@@ -192,14 +179,14 @@ async def test_an_operator_reverses_a_bonus_paid_in_error_once_and_only_inside_t
     assert claim_id == f"SIGNUP_BONUS/sce-sep-2025/{account_id}/energyhub/{enrolled['request_id']}"
 
     # Before the bonus posts it can only be cancelled; 90 days after posting it is too late.
-    code, _, err = await operator(enrollment, "incentives", "reverse", claim_id, "--reason", "ESA unit",
+    code, _, err = await enrollment.command("incentives", "reverse", claim_id, "--reason", "ESA unit",
                                   "--on", "2025-07-20", "--wait", "20")
     assert code == 1 and "NOT_YET_POSTED" in err
-    code, _, err = await operator(enrollment, "incentives", "reverse", claim_id, "--reason", "ESA unit",
+    code, _, err = await enrollment.command("incentives", "reverse", claim_id, "--reason", "ESA unit",
                                   "--on", "2025-10-30", "--wait", "20")
     assert code == 1 and "REVERSAL_WINDOW_PASSED" in err
 
-    code, out, err = await operator(enrollment, "incentives", "reverse", claim_id, "--reason", "ESA unit",
+    code, out, err = await enrollment.command("incentives", "reverse", claim_id, "--reason", "ESA unit",
                                     "--on", "2025-10-29", "--wait", "20")
     [_, reversed_] = await records_for(enrollment, INCENTIVES, {account_id}, expect=2)
     assert (reversed_["outcome"], reversed_["amount"], reversed_["failures"], reversed_["effective_date"]) == (
@@ -208,11 +195,11 @@ async def test_an_operator_reverses_a_bonus_paid_in_error_once_and_only_inside_t
         0, f"reversed {claim_id}: 75.00 back; the fund has {reversed_['fund_remaining']} left"), err
 
     # A second reversal is refused with the first one's date; unknown claims are never sent.
-    code, _, err = await operator(enrollment, "incentives", "reverse", claim_id, "--reason", "again",
+    code, _, err = await enrollment.command("incentives", "reverse", claim_id, "--reason", "again",
                                   "--on", "2025-10-29", "--wait", "20")
     assert code == 1 and "ALREADY_REVERSED" in err and "as of 2025-10-29 (ESA unit)" in err
-    code, _, err = await operator(enrollment, "incentives", "reverse", f"{claim_id}-nope", "--reason", "x")
+    code, _, err = await enrollment.command("incentives", "reverse", f"{claim_id}-nope", "--reason", "x")
     assert code == 1 and "no enrollment decision matches" in err
-    code, _, err = await operator(enrollment, "incentives", "reverse", "not-a-claim", "--reason", "x")
+    code, _, err = await enrollment.command("incentives", "reverse", "not-a-claim", "--reason", "x")
     assert code == 2 and "is not a claim id" in err
 

@@ -32,10 +32,10 @@ from gridflex.topics import (
     DATA_SHARING_AUTHORIZATIONS,
     DEAD_LETTERS,
     DEVICE_STATUS,
-    ENERGY_EVENTS,
     ENROLLMENT_DECISIONS,
     ENROLLMENT_REQUESTS,
     ENROLLMENT_STATE,
+    EVENT_LIFECYCLE,
     INCENTIVES,
     METER_INTERVALS,
     REMOVAL_FINDINGS,
@@ -135,11 +135,16 @@ def device_status(account_id: str, serial: str, provider: str, change: str, obse
     }
 
 
-def energy_event(event_id: str, start: datetime, end: datetime, targets: list[str], action: str = "SCHEDULE") -> dict:
+def dispatched(event_id: str, start: datetime, end: datetime, targets: list[str], status: str = "SCHEDULED",
+               revision: int = 1) -> dict:
+    """A step of an event's lifecycle, as the dispatch service publishes it."""
     return {
-        "event_id": event_id, "program_id": SEP, "action": action, "reason": "GRID_STRESS", "start": start,
-        "end": end, "issued_at": start - timedelta(days=1), "setpoint_offset_f": 4, "precool": False,
-        "targets": targets,
+        "event_id": event_id, "program_id": SEP, "status": status, "revision": revision,
+        "request_action": {"SCHEDULED": "SCHEDULE", "UPDATED": "UPDATE", "CANCELLED": "CANCEL"}[status],
+        "reason": "GRID_STRESS", "start": start, "end": end, "setpoint_offset_f": 4, "precool": False,
+        "targets": targets, "issued_at": start - timedelta(days=1), "decided_at": start - timedelta(days=1),
+        "failures": [], "counted_ms": 0 if status == "CANCELLED" else (end - start) // timedelta(milliseconds=1),
+        "program_year": start.year, "year_used_ms": 0, "year_limit_ms": None, "source_offset": None,
     }
 
 
@@ -515,12 +520,12 @@ async def test_the_annual_review_removes_for_overrides_and_minimum_usage_and_loc
     ev1_start, ev2_start = utc(2025, 9, 10, 21), utc(2025, 9, 17, 21)
     await publish(
         system,
-        (ENERGY_EVENTS, ev1, energy_event(ev1, ev1_start, ev1_start + timedelta(hours=2), ["resideo"])),
-        (ENERGY_EVENTS, ev2, energy_event(ev2, utc(2025, 9, 17, 20), utc(2025, 9, 17, 22), ["resideo"])),
-        (ENERGY_EVENTS, ev2, energy_event(ev2, ev2_start, ev2_start + timedelta(hours=2), ["resideo"], "UPDATE")),
-        (ENERGY_EVENTS, ev3, energy_event(ev3, utc(2025, 9, 20, 21), utc(2025, 9, 20, 23), [])),
-        (ENERGY_EVENTS, ev3, energy_event(ev3, utc(2025, 9, 20, 21), utc(2025, 9, 20, 23), [], "CANCEL")),
-        (ENERGY_EVENTS, ev4, energy_event(ev4, utc(2025, 9, 24, 21), utc(2025, 9, 24, 23), ["energyhub"])),
+        (EVENT_LIFECYCLE, ev1, dispatched(ev1, ev1_start, ev1_start + timedelta(hours=2), ["resideo"])),
+        (EVENT_LIFECYCLE, ev2, dispatched(ev2, utc(2025, 9, 17, 20), utc(2025, 9, 17, 22), ["resideo"])),
+        (EVENT_LIFECYCLE, ev2, dispatched(ev2, ev2_start, ev2_start + timedelta(hours=2), ["resideo"], "UPDATED", 2)),
+        (EVENT_LIFECYCLE, ev3, dispatched(ev3, utc(2025, 9, 20, 21), utc(2025, 9, 20, 23), [])),
+        (EVENT_LIFECYCLE, ev3, dispatched(ev3, utc(2025, 9, 20, 21), utc(2025, 9, 20, 23), [], "CANCELLED", 2)),
+        (EVENT_LIFECYCLE, ev4, dispatched(ev4, utc(2025, 9, 24, 21), utc(2025, 9, 24, 23), ["energyhub"])),
     )
     for account in serials:
         await states_of(system, account, lambda s: s["enrollments"])

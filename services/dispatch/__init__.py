@@ -1,0 +1,1 @@
+"""Event dispatch: program limits, fan-out to providers, the event lifecycle."""
