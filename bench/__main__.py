@@ -21,7 +21,7 @@ from pathlib import Path
 from bench import RESULTS_DIR
 from bench.console import progress, table
 
-BENCHMARKS = {"ingest": "bench.ingest", "enrollment": "bench.enrollment"}
+BENCHMARKS = {"ingest": "bench.ingest", "enrollment": "bench.enrollment", "dispatch": "bench.dispatch"}
 
 
 def main(argv: list[str]) -> int:

@@ -39,16 +39,15 @@ import asyncpg
 from bench import RESULTS_DIR
 from bench.console import progress, rate
 from bench.enrollment_requests import PROVIDERS, EnrollmentLoad
-from bench.ingest import ServiceRun, start_when_ready
+from bench.ingest import ServiceRun, check_alive, ready_after, start_when_ready
 from bench.procstats import MachineCpu, cpu_seconds, peak_rss_mib
 from bench.profiling import Sampler, py_spy_executable, service_areas, where_the_time_goes
-from bench.topics import RecordCounter
+from gridflex.db import create_schema, drop_schema
+from bench.topics import RecordCounter, preload_records, publish_clock_tick, read_all
 from gridflex import REPO_ROOT
-from gridflex.db import with_search_path
-from gridflex.kafka_io import RecordProducer, read_records
-from gridflex.processes import ServiceFailed, ServiceProcess, free_port, isolated_env, isolated_topics
+from gridflex.processes import ServiceProcess, free_port, isolated_env, isolated_topics
 from gridflex.settings import ServiceSettings
-from gridflex.topics import CLOCK, DEAD_LETTERS, ENROLLMENT_DECISIONS, INCENTIVES, TopicSpec, delete_topics_containing
+from gridflex.topics import DEAD_LETTERS, ENROLLMENT_DECISIONS, INCENTIVES, TopicSpec, delete_topics_containing
 
 DEFAULT_RECORDS = 200_000
 TARGET_DECISIONS_PER_S = 5_000
@@ -57,7 +56,6 @@ POLL_INTERVAL_S = 0.25
 SERVICE_PROGRESS_EVERY_S = 5.0
 STALL_TIMEOUT_S = 60.0
 PROFILE_SECONDS = 10
-READ_IDLE_TIMEOUT_S = 10.0
 SERVICE_LOG = REPO_ROOT / "var" / "log" / "bench-enrollment.log"
 PROFILE_STACKS = RESULTS_DIR / "enrollment-py-spy-raw.txt"
 DECISION_TOPICS = [ENROLLMENT_DECISIONS.format(provider_id=provider) for provider in PROVIDERS]
@@ -96,7 +94,7 @@ async def benchmark(records: int) -> dict:
                  f"accepted, {records - load.accepted:,} rejected, {load.bonus_claims:,} bonus claims for "
                  f"{load.bonuses_funded:,} funded bonuses")
         preload = await preload_requests(settings, load, topics)
-        await publish_clock_tick(settings, load)
+        await tick_after_the_requests(settings, load)
         service = await measure_service(settings, topics, load, database_url, py_spy)
         outputs = await read_outputs(settings, topics, load)
     finally:
@@ -115,13 +113,7 @@ async def preload_requests(settings: ServiceSettings, load: EnrollmentLoad, topi
     """Produce every account, then every request, before anything is timed."""
     total = 2 * load.records
     progress(f"enrollment: pre-loading {load.records:,} accounts, then {load.records:,} requests")
-    started = time.perf_counter()
-    async with RecordProducer(settings, linger_ms=20, max_batch_size=1024**2) as producer:
-        for sent, (topic, key, value) in enumerate(load.topic_records(), 1):
-            await producer.send(topic, key, value)
-            if sent % PRELOAD_PROGRESS_EVERY == 0:
-                progress(f"  loaded {sent:,} / {total:,} ({rate(sent, time.perf_counter() - started)})")
-    seconds = time.perf_counter() - started
+    seconds = await preload_records(settings, load.topic_records(), PRELOAD_PROGRESS_EVERY, total=total)
     async with RecordCounter(settings.kafka_bootstrap) as counter:
         accounts = await counter.count(topics["utility.customer-accounts.v1"])
         requests = {provider: await counter.count(topics[f"partner.{provider}.enrollment-requests.v1"])
@@ -135,32 +127,13 @@ async def preload_requests(settings: ServiceSettings, load: EnrollmentLoad, topi
             "records_per_s": round(total / seconds)}
 
 
-async def publish_clock_tick(settings: ServiceSettings, load: EnrollmentLoad) -> None:
+async def tick_after_the_requests(settings: ServiceSettings, load: EnrollmentLoad) -> None:
     """The service waits for simulated time; "now" is at or after every request (later ones are dead-lettered)."""
-    async with RecordProducer(settings) as producer:
-        await (await producer.send(CLOCK, "clock", {"now": load.clock_now}))
+    await publish_clock_tick(settings, load.clock_now)
     progress(f"enrollment: clock tick {load.clock_now.isoformat()}")
 
 
-# -- the projection's own schema -----------------------------------------------------------------
-
-
-async def create_schema(database_url: str, schema: str) -> str:
-    """A schema for this run's projection; the database URL that puts the worker in it."""
-    connection = await asyncpg.connect(database_url)
-    try:
-        await connection.execute(f"CREATE SCHEMA {schema}")
-    finally:
-        await connection.close()
-    return with_search_path(database_url, schema)
-
-
-async def drop_schema(database_url: str, schema: str) -> None:
-    connection = await asyncpg.connect(database_url)
-    try:
-        await connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-    finally:
-        await connection.close()
+# -- the projection ------------------------------------------------------------------------------
 
 
 async def projection_rows(connection: asyncpg.Connection) -> int:
@@ -210,7 +183,7 @@ async def measure_service(settings: ServiceSettings, topics: dict[str, TopicSpec
             else:
                 observed.profile = await sampler.stop()
                 observed.profile_window = tuple(moment - observed.spawned for moment in sampler.window)
-            observed.ready = await ready_after(starting, observed)
+            observed.ready = await ready_after(starting, observed.spawned)
             observed.cpu_at_done = cpu_seconds(service.process.pid)
             if observed.complete:
                 await watch_what_follows(service, counter, topics[INCENTIVES], database_url, load, observed)
@@ -239,7 +212,7 @@ async def watch_decisions(service: ServiceProcess, starting: asyncio.Task, decis
     while True:
         check_alive(service)
         if starting.done() and not reported_ready:
-            ready = await ready_after(starting, observed)  # raises if the worker failed other than by not being ready
+            ready = await ready_after(starting, observed.spawned)  # raises if the worker failed other than by not being ready
             progress(f"  worker ready (/health) after {ready:.1f} s" if ready is not None else
                      "  worker not ready (/health) in time, yet running: measuring on (the run will not be ok)")
             reported_ready = True
@@ -301,21 +274,6 @@ async def watch_what_follows(service: ServiceProcess, counter: RecordCounter, in
         await connection.close()
 
 
-async def ready_after(starting: asyncio.Task, observed: EnrollmentRun) -> float | None:
-    """Seconds from spawn to ``/health`` answering 200; None if it never did while the worker kept running."""
-    try:
-        return await starting - observed.spawned
-    except ServiceFailed as failure:
-        if "not ready after" not in str(failure):
-            raise
-        return None
-
-
-def check_alive(service: ServiceProcess) -> None:
-    if service.process is not None and service.process.poll() is not None:
-        raise RuntimeError(f"the enrollment worker exited with {service.process.returncode}:\n{service.log_tail()}")
-
-
 # -- correctness: the outputs read back ----------------------------------------------------------
 
 
@@ -362,13 +320,6 @@ async def read_outputs(settings: ServiceSettings, topics: dict[str, TopicSpec], 
         "incentives": dict(incentives),
         "dead_letters": dict(dead_letters),
     }
-
-
-async def read_all(settings: ServiceSettings, topic: str, records: int):
-    if records:
-        async for record in read_records(settings, topic, expect=records, idle_timeout=READ_IDLE_TIMEOUT_S,
-                                         max_wait=600):
-            yield record
 
 
 # -- the report ----------------------------------------------------------------------------------

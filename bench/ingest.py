@@ -40,12 +40,11 @@ from bench.passthrough import pass_through
 from bench.procstats import MachineCpu, cpu_seconds, peak_rss_mib
 from bench.profiling import Sampler, py_spy_executable, service_areas, where_the_time_goes
 from bench.rules_floor import measure_codec_and_rules
-from bench.topics import RecordCounter, create_scratch_topic
+from bench.topics import RecordCounter, create_scratch_topic, preload_records, publish_clock_tick
 from gridflex import REPO_ROOT
-from gridflex.kafka_io import RecordProducer
-from gridflex.processes import ServiceProcess, free_port, isolated_env, isolated_topics
+from gridflex.processes import ServiceFailed, ServiceProcess, free_port, isolated_env, isolated_topics
 from gridflex.settings import ServiceSettings
-from gridflex.topics import CLOCK, DEAD_LETTERS, METER_INTERVALS, METER_READS, TopicSpec, delete_topics_containing
+from gridflex.topics import DEAD_LETTERS, METER_INTERVALS, METER_READS, TopicSpec, delete_topics_containing
 from services.telemetry.settings import TelemetrySettings
 
 DEFAULT_RECORDS = 1_000_000
@@ -83,7 +82,7 @@ async def benchmark(records: int) -> dict:
     try:
         load = MeterReadLoad(records)
         preload = await preload_meter_reads(settings, load, topics[METER_READS])
-        await publish_clock_tick(settings, load)
+        await tick_after_the_load(settings, load)
         ceiling = await measure_ceiling(settings, topics[METER_READS], scratch, records)
         floor = measure_floor(records)
         service = await measure_service(settings, topics, records, py_spy_executable())
@@ -101,13 +100,8 @@ async def benchmark(records: int) -> dict:
 async def preload_meter_reads(settings: ServiceSettings, load: MeterReadLoad, topic: TopicSpec) -> dict:
     """Produce the whole load before anything is timed; deliveries are awaited once, at the end."""
     progress(f"ingest: pre-loading {load.records:,} meter reads ({len(load.accounts):,} accounts, {load.days} days)")
-    started = time.perf_counter()
-    async with RecordProducer(settings, linger_ms=20, max_batch_size=1024**2) as producer:
-        for sent, (key, read) in enumerate(load, 1):
-            await producer.send(METER_READS, key, read)
-            if sent % PRELOAD_PROGRESS_EVERY == 0:
-                progress(f"  loaded {sent:,} / {load.records:,} ({rate(sent, time.perf_counter() - started)})")
-    seconds = time.perf_counter() - started
+    seconds = await preload_records(settings, ((METER_READS, key, read) for key, read in load), PRELOAD_PROGRESS_EVERY,
+                            total=load.records)
     async with RecordCounter(settings.kafka_bootstrap) as counter:
         on_topic = await counter.count(topic)
     if on_topic != load.records:
@@ -116,10 +110,9 @@ async def preload_meter_reads(settings: ServiceSettings, load: MeterReadLoad, to
     return {"records": on_topic, "seconds": round(seconds, 2), "records_per_s": round(on_topic / seconds)}
 
 
-async def publish_clock_tick(settings: ServiceSettings, load: MeterReadLoad) -> None:
+async def tick_after_the_load(settings: ServiceSettings, load: MeterReadLoad) -> None:
     """The service waits for simulated time; "now" is after every interval of the load."""
-    async with RecordProducer(settings) as producer:
-        await (await producer.send(CLOCK, "clock", {"now": load.clock_now}))
+    await publish_clock_tick(settings, load.clock_now)
     progress(f"ingest: clock tick {load.clock_now.isoformat()}")
 
 
@@ -239,8 +232,7 @@ async def watch_output(service: ServiceProcess, starting: asyncio.Task, counter:
     while True:
         if starting.done() and starting.exception():
             raise starting.exception()
-        if service.process is not None and service.process.poll() is not None:
-            raise RuntimeError(f"the telemetry worker exited with {service.process.returncode}:\n{service.log_tail()}")
+        check_alive(service)
         if starting.done() and not reported_ready:
             progress(f"  worker ready (/health) after {starting.result() - observed.spawned:.1f} s")
             reported_ready = True
@@ -271,6 +263,23 @@ def start_when_ready(service: ServiceProcess) -> float:
     """Start the worker, wait for its ``/health`` page; the time.monotonic() it became ready."""
     service.start()
     return time.monotonic()
+
+
+async def ready_after(starting: asyncio.Task, spawned: float) -> float | None:
+    """Seconds from spawn (time.monotonic()) to ``/health`` answering 200, for a ``starting`` task of
+    :func:`start_when_ready`; None if it never did while the worker kept running."""
+    try:
+        return await starting - spawned
+    except ServiceFailed as failure:
+        if "not ready after" not in str(failure):
+            raise
+        return None
+
+
+def check_alive(service: ServiceProcess) -> None:
+    if service.process is not None and service.process.poll() is not None:
+        raise RuntimeError(f"the {service.service} worker exited with {service.process.returncode}:\n"
+                           f"{service.log_tail()}")
 
 
 # -- the report ----------------------------------------------------------------------------------
