@@ -36,8 +36,6 @@ import asyncio
 import itertools
 import os
 import random
-import secrets
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -51,14 +49,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench import RESULTS_DIR
 from bench.console import progress, rate
 from bench.ingest import check_alive, ready_after, start_when_ready
-from gridflex.db import create_schema, drop_schema
 from bench.procstats import MachineCpu, cpu_seconds, peak_rss_mib
 from bench.profiling import Sampler, py_spy_executable, service_areas, where_the_time_goes
-from bench.topics import RecordCounter, preload_records, publish_clock_tick, read_all
+from bench.topics import RecordCounter, isolated_run, preload_records, publish_clock_tick, read_all
 from gridflex import REPO_ROOT
 from gridflex.calendar import local_date
 from gridflex.kafka_io import RecordProducer, read_records
-from gridflex.processes import ServiceProcess, free_port, isolated_env, isolated_topics
+from gridflex.processes import ServiceProcess, free_port, isolated_env
 from gridflex.programs import ProgramCatalogue
 from gridflex.settings import ServiceSettings
 from gridflex.topics import (
@@ -69,7 +66,6 @@ from gridflex.topics import (
     ENROLLMENT_STATE,
     EVENT_LIFECYCLE,
     TopicSpec,
-    delete_topics_containing,
 )
 
 DEFAULT_RECORDS = 1_000_000
@@ -323,28 +319,18 @@ def run() -> dict:
 
 
 async def benchmark(records: int) -> dict:
-    suffix = f"-bench-{secrets.token_hex(4)}"
-    settings = ServiceSettings(topic_suffix=suffix)
-    schema = f"bench_{suffix.rsplit('-', 1)[1]}"
     load_average = os.getloadavg()
-    progress(f"dispatch: {records:,} thermostats, topics suffixed {suffix}, Postgres schema {schema}; "
-             f"load average {load_average[0]:.2f} on {os.cpu_count()} CPUs (other work on the machine skews the figures)")
     py_spy = py_spy_executable()
-    database_url = await create_schema(settings.database_url, schema)
-    try:
-        topics = {spec.name.removesuffix(suffix): spec
-                  for spec in await isolated_topics(settings, providers=tuple(PROVIDERS))}
+    async with isolated_run("dispatch", tuple(PROVIDERS)) as run:
+        settings, topics, database_url = run.settings, run.topics, run.database_url
+        progress(f"dispatch: {records:,} thermostats, topics suffixed {settings.topic_suffix}, Postgres schema {run.schema}; "
+                 f"load average {load_average[0]:.2f} on {os.cpu_count()} CPUs (other work on the machine skews the figures)")
         fleet = EnrolledFleet(records, EVENTS)
         preload = await preload_fleet(settings, fleet, topics)
         await publish_clock_tick(settings, CLOCK_NOW)
         progress(f"dispatch: clock tick {CLOCK_NOW.isoformat()}")
         service = await measure_service(settings, topics, fleet, database_url, py_spy)
         outputs = await read_instructions(settings, topics, fleet)
-    finally:
-        deleted = await delete_topics_containing(settings.kafka_bootstrap, suffix)
-        shutil.rmtree(settings.data_dir / f"dispatch{suffix}", ignore_errors=True)
-        await drop_schema(settings.database_url, schema)
-        progress(f"dispatch: deleted {len(deleted)} topics and the schema {schema} of this run")
     profiled = next((fan_out for fan_out in service.fan_outs if fan_out.event.profiled), None)
     if profiled is not None and profiled.profile:
         print("\nwhere the time goes (dispatch worker, profiled SCHEDULE):\n" + where_the_time_goes(profiled.profile)

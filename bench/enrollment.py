@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -42,12 +40,11 @@ from bench.enrollment_requests import PROVIDERS, EnrollmentLoad
 from bench.ingest import ServiceRun, check_alive, ready_after, start_when_ready
 from bench.procstats import MachineCpu, cpu_seconds, peak_rss_mib
 from bench.profiling import Sampler, py_spy_executable, service_areas, where_the_time_goes
-from gridflex.db import create_schema, drop_schema
-from bench.topics import RecordCounter, preload_records, publish_clock_tick, read_all
+from bench.topics import RecordCounter, isolated_run, preload_records, publish_clock_tick, read_all
 from gridflex import REPO_ROOT
-from gridflex.processes import ServiceProcess, free_port, isolated_env, isolated_topics
+from gridflex.processes import ServiceProcess, free_port, isolated_env
 from gridflex.settings import ServiceSettings
-from gridflex.topics import DEAD_LETTERS, ENROLLMENT_DECISIONS, INCENTIVES, TopicSpec, delete_topics_containing
+from gridflex.topics import DEAD_LETTERS, ENROLLMENT_DECISIONS, INCENTIVES, TopicSpec
 
 DEFAULT_RECORDS = 200_000
 TARGET_DECISIONS_PER_S = 5_000
@@ -77,17 +74,12 @@ def run() -> dict:
 
 
 async def benchmark(records: int) -> dict:
-    suffix = f"-bench-{secrets.token_hex(4)}"
-    settings = ServiceSettings(topic_suffix=suffix)
-    schema = f"bench_{suffix.rsplit('-', 1)[1]}"
     load_average = os.getloadavg()
-    progress(f"enrollment: {records:,} accounts and requests, topics suffixed {suffix}, Postgres schema {schema}; "
-             f"load average {load_average[0]:.2f} on {os.cpu_count()} CPUs (other work on the machine skews the figures)")
     py_spy = py_spy_executable()
-    database_url = await create_schema(settings.database_url, schema)
-    try:
-        topics = {spec.name.removesuffix(suffix): spec
-                  for spec in await isolated_topics(settings, providers=tuple(PROVIDERS))}
+    async with isolated_run("enrollment", tuple(PROVIDERS)) as run:
+        settings, topics, database_url = run.settings, run.topics, run.database_url
+        progress(f"enrollment: {records:,} accounts and requests, topics suffixed {settings.topic_suffix}, Postgres schema {run.schema}; "
+                 f"load average {load_average[0]:.2f} on {os.cpu_count()} CPUs (other work on the machine skews the figures)")
         started = time.perf_counter()
         load = EnrollmentLoad(records)
         progress(f"enrollment: load generated in {time.perf_counter() - started:.1f} s; expected {load.accepted:,} "
@@ -97,11 +89,6 @@ async def benchmark(records: int) -> dict:
         await tick_after_the_requests(settings, load)
         service = await measure_service(settings, topics, load, database_url, py_spy)
         outputs = await read_outputs(settings, topics, load)
-    finally:
-        deleted = await delete_topics_containing(settings.kafka_bootstrap, suffix)
-        shutil.rmtree(settings.data_dir / f"enrollment{suffix}", ignore_errors=True)
-        await drop_schema(settings.database_url, schema)
-        progress(f"enrollment: deleted {len(deleted)} topics and the schema {schema} of this run")
     print("\nwhere the time goes (enrollment worker):\n" + where_the_time_goes(service.profile) + "\n", flush=True)
     return report(load, load_average, preload, service, outputs)
 

@@ -3,18 +3,51 @@ the simulated clock, and deleting everything a run made."""
 
 from __future__ import annotations
 
+import secrets
+import shutil
 import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import AsyncIterator, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.console import progress, rate
+from gridflex.db import create_schema, drop_schema
 from gridflex.kafka_io import ReadRecord, RecordProducer, read_records
+from gridflex.processes import isolated_topics
 from gridflex.settings import ServiceSettings
-from gridflex.topics import CLOCK, TopicSpec, create_topics
+from gridflex.topics import CLOCK, TopicSpec, create_topics, delete_topics_containing
 
 READ_IDLE_TIMEOUT_S = 10.0
+
+
+@dataclass
+class IsolatedRun:
+    """One run's own world: the catalogue's topics with a suffix (by catalogue name), a Postgres
+    schema for the worker's projection, and its state directory; all deleted at the end."""
+
+    settings: ServiceSettings
+    schema: str
+    database_url: str
+    topics: dict[str, TopicSpec]
+
+
+@asynccontextmanager
+async def isolated_run(service: str, providers: tuple[str, ...]) -> AsyncIterator[IsolatedRun]:
+    suffix = f"-bench-{secrets.token_hex(4)}"
+    settings = ServiceSettings(topic_suffix=suffix)
+    schema = f"bench_{suffix.rsplit('-', 1)[1]}"
+    database_url = await create_schema(settings.database_url, schema)
+    try:
+        topics = {spec.name.removesuffix(suffix): spec for spec in await isolated_topics(settings, providers=providers)}
+        yield IsolatedRun(settings, schema, database_url, topics)
+    finally:
+        deleted = await delete_topics_containing(settings.kafka_bootstrap, suffix)
+        shutil.rmtree(settings.data_dir / f"{service}{suffix}", ignore_errors=True)
+        await drop_schema(settings.database_url, schema)
+        progress(f"{service}: deleted {len(deleted)} topics and the schema {schema} of this run")
 
 
 async def preload_records(settings: ServiceSettings, records: Iterable[tuple[str, str, dict]], every: int,
