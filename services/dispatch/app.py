@@ -449,7 +449,7 @@ fanout_pipeline = runtime.batch_pipeline([ENROLLMENT_STATE, CUSTOMER_ACCOUNTS], 
 
 # -- the projection: events, instructions and acknowledgments in Postgres ------------------------------
 
-database = projection.Database(settings.database_url)
+database = projection.Database(settings.database_url, settings.coverage_every_s)
 lifecycle_projection = runtime.batch_pipeline(EVENT_LIFECYCLE, database.project_lifecycle, state_name="lifecycle")
 deliveries_projection = runtime.batch_pipeline([DISPATCH, DISPATCH_ACKS], database.project_deliveries,
                                                state_name="deliveries", idle_every_s=settings.coverage_every_s)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import asyncpg
 import structlog
@@ -173,11 +172,11 @@ def event_row(record: dict, offset: int) -> tuple:
 class Database(db.Database):
     """The dispatch tables: projection writes and what the ``gridflex events`` command reads."""
 
-    def __init__(self, database_url: str):
+    def __init__(self, database_url: str, coverage_every_s: float = 5.0):
         super().__init__(database_url)
         self._moved: set[str] = set()  # events whose deliveries changed since coverage was computed
         self._coverage_at = 0.0
-        self.coverage_every_s = 5.0
+        self.coverage_every_s = coverage_every_s
 
     # -- the projection -----------------------------------------------------------------------
 
@@ -277,6 +276,3 @@ class Database(db.Database):
         )
         return [dict(row) for row in rows]
 
-
-def instant(value: datetime | None) -> str:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else "-"
