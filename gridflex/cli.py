@@ -14,7 +14,7 @@ from gridflex import stack as local_stack
 from gridflex.settings import ServiceSettings
 from gridflex.topics import CLOCK, InvalidProviderId, TopicCatalogue, create_topics
 
-SERVICES = ("telemetry", "enrollment", "dispatch")
+SERVICES = ("telemetry", "enrollment", "dispatch", "baseline")
 
 
 def _settings() -> ServiceSettings:

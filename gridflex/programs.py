@@ -127,25 +127,47 @@ class EventLimits(_Rules):
         return self
 
 
-class BaselineMethod(str, Enum):
-    CSRL = "CSRL"
-    TEN_OF_TEN = "TEN_OF_TEN"
+class AdjustmentKind(str, Enum):
+    RATIO = "RATIO"  # the baseline is scaled by day-of usage / baseline usage over the adjustment hours
+    ADDITIVE = "ADDITIVE"  # the baseline gains (day-of − baseline usage) per adjustment hour, per event hour
+
+
+class DayOfAdjustment(_Rules):
+    """Moves the baseline toward how the account used power on the event day, before the event."""
+
+    kind: AdjustmentKind
+    hours_before: int = Field(gt=0, le=12, description="the adjustment window: these clock hours before the start")
+    gap_hours: int = Field(0, ge=0, le=12, description="hours left out between the window and the start (precool)")
+    max_change: Money = Field(description="the adjustment moves the baseline by at most this fraction, either way")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> "DayOfAdjustment":
+        if self.max_change > 1:
+            raise ValueError("max_change is a fraction of the baseline, at most 1")
+        return self
 
 
 class Baseline(_Rules):
-    method: BaselineMethod
-    lookback_days: int = Field(gt=0, description="CSRL: 5 weekdays; 10-of-10: 10 weekdays")
-    highest_days: int | None = Field(None, gt=0, description="CSRL: average of the N highest candidate days")
-    day_of_adjustment: bool = False
-    day_of_adjustment_hours: int | None = Field(None, gt=0, description="hours before the event the adjustment uses")
-    day_of_adjustment_cap: Decimal | None = Field(None, description="largest multiplicative adjustment, e.g. 1.2")
+    """How an account's expected usage during an event is estimated (services/baseline)."""
+
+    method: str = Field(pattern=r"^[a-z0-9][a-z0-9-]+$",
+                        description="a registered method: csrl-3-of-5, average-10-of-10")
+    candidate_days: int = Field(gt=0, description="the most recent eligible weekdays before the event day")
+    highest_days: int = Field(gt=0, description="the baseline averages the N highest candidate days")
+    search_days: int = Field(45, gt=0, description="how many calendar days before the event candidate days "
+                                                   "are looked for; fewer found means insufficient data")
+    day_of_adjustment: DayOfAdjustment | None = None
+    data_deadline_days: int = Field(7, gt=0, description="after the event ends, missing data waits this long "
+                                                         "before the result is INSUFFICIENT_DATA")
+    settlement_window_days: int = Field(60, gt=0, description="after the event ends, revised meter data "
+                                                              "revises the result this long")
 
     @model_validator(mode="after")
-    def _method(self) -> "Baseline":
-        if self.method is BaselineMethod.CSRL and (self.highest_days is None or self.highest_days > self.lookback_days):
-            raise ValueError("CSRL needs highest_days, at most lookback_days")
-        if self.day_of_adjustment and self.day_of_adjustment_hours is None:
-            raise ValueError("day_of_adjustment needs day_of_adjustment_hours")
+    def _days(self) -> "Baseline":
+        if self.highest_days > self.candidate_days:
+            raise ValueError(f"highest_days {self.highest_days} exceeds candidate_days {self.candidate_days}")
+        if self.data_deadline_days > self.settlement_window_days:
+            raise ValueError("data_deadline_days must fall inside the settlement window")
         return self
 
 

@@ -29,6 +29,7 @@ INCENTIVE_CLAIMS = "gridflex.enrollment.incentive-claims.v1"
 INCENTIVES = "gridflex.enrollment.incentives.v1"
 REMOVAL_FINDINGS = "gridflex.enrollment.removal-findings.v1"
 EVENT_LIFECYCLE = "gridflex.dispatch.event-lifecycle.v1"
+EVENT_USAGE = "gridflex.baseline.event-usage.v1"
 
 THERMOSTAT_STATE = "partner.{provider_id}.thermostat-state.v1"
 ENROLLMENT_REQUESTS = "partner.{provider_id}.enrollment-requests.v1"

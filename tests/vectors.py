@@ -115,4 +115,9 @@ VECTORS = {
         "decided_at": utc(2025, 7, 16, 17, 0, 1), "failures": [], "counted_ms": 10_800_000, "program_year": 2025,
         "year_used_ms": 10_800_000, "year_limit_ms": 648_000_000, "source_offset": 0,
     },
+    "gridflex.baseline.EventWindowUsage": {
+        "event_id": "EVT-2025-07-16-A", "program_id": "sce-sep-2025", "service_account_id": "SA-100234",
+        "event_start": utc(2025, 7, 16, 23), "event_end": utc(2025, 7, 17, 2),
+        "hour_before_kwh": Decimal("1.612000000"), "hour_after_kwh": None, "revision": 0,
+    },
 }

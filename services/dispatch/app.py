@@ -23,6 +23,7 @@ from datetime import date, datetime, timezone
 import structlog
 from prometheus_client import Counter, Gauge
 
+from gridflex import enrollments
 from gridflex.batch import Batch
 from gridflex.calendar import local_date
 from gridflex.codec import Undecodable
@@ -269,7 +270,7 @@ def _account_rate(store: PartitionStore, account: dict) -> None:
 def _account_devices(batch: Batch, store: PartitionStore, state: dict) -> None:
     account_id = state["service_account_id"]
     known = store.get(f"account/{account_id}") or {"rate": None, "programs": []}
-    grouped = fanout.periods_by_program(state["enrollments"])
+    grouped = enrollments.periods_by_program(state["enrollments"])
     before = {program_id: store.get(f"devices/{program_id}/{account_id}")["periods"]
               for program_id in known["programs"]}
     for program_id in set(known["programs"]) - set(grouped):
@@ -291,9 +292,9 @@ def _recheck_open_events(batch: Batch, store: PartitionStore, account_id: str, b
         progress = store.get(f"fanout/{event_id}")
         if progress is None or not _reached(progress, account_id):
             continue  # the SCHEDULE has not reached this account yet: it will see the new enrollment
-        day, targets = fanout.event_day(latest["start"]), frozenset(latest["targets"])
-        was = dict((serial, provider) for provider, serial in fanout.devices_in_effect(before.get(program_id, []), day, targets))
-        now = dict((serial, provider) for provider, serial in fanout.devices_in_effect(after.get(program_id, []), day, targets))
+        day, targets = enrollments.event_day(latest["start"]), frozenset(latest["targets"])
+        was = dict((serial, provider) for provider, serial in enrollments.devices_in_effect(before.get(program_id, []), day, targets))
+        now = dict((serial, provider) for provider, serial in enrollments.devices_in_effect(after.get(program_id, []), day, targets))
         sent = _sent_devices(store, event_id)
         for serial in sorted(set(was) - set(now)):
             if sent.get(serial, (None,))[0] == account_id and store.get(f"withdrawn/{event_id}/{serial}") is None:
@@ -392,7 +393,7 @@ _ACTIONS = {events.SCHEDULED: "SCHEDULE", events.UPDATED: "UPDATE", CANCELLED: "
 
 
 def _send_schedule(batch, store, step, program, plans, working, budget) -> tuple[dict[str, int], bool]:
-    day, targets = fanout.event_day(step["start"]), frozenset(step["targets"])
+    day, targets = enrollments.event_day(step["start"]), frozenset(step["targets"])
     prefix = f"devices/{program.id}/"
     sent: dict[str, int] = defaultdict(int)
     chunk: list[list] = []
@@ -401,7 +402,7 @@ def _send_schedule(batch, store, step, program, plans, working, budget) -> tuple
         account_id = key[len(prefix):]
         tou = fanout.is_tou_rate(entry["rate"], program)
         plan = plans[1] if tou else plans[0]
-        for provider, serial in fanout.devices_in_effect(entry["periods"], day, targets):
+        for provider, serial in enrollments.devices_in_effect(entry["periods"], day, targets):
             emit(DISPATCH.format(provider_id=provider), serial, instruction(step, "SCHEDULE", serial, account_id, plan))
             chunk.append([serial, account_id, provider, tou])
             sent[provider] += 1

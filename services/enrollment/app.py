@@ -8,6 +8,8 @@
   ``gridflex.enrollment.incentive-claims.v1``
 - the claims (one partition: each fund decided in log order) → granted, denied, cancelled and
   reversed bonuses and rebates on ``gridflex.enrollment.incentives.v1``
+- enrollment state, device status and ``gridflex.baseline.event-usage.v1`` (the usage around
+  each event) + the dispatch lifecycle → removal findings (offline, overrides, minimum usage)
 - decisions and account states → the Postgres projection the HTTP API reads
 - anything refused → ``gridflex.dead-letters.v1`` with its reason
 """
@@ -34,9 +36,9 @@ from gridflex.topics import (
     ENROLLMENT_REQUESTS,
     ENROLLMENT_STATE,
     EVENT_LIFECYCLE,
+    EVENT_USAGE,
     INCENTIVE_CLAIMS,
     INCENTIVES,
-    METER_INTERVALS,
     REMOVAL_FINDINGS,
     provider_of,
 )
@@ -274,14 +276,12 @@ def _dispatched(event_id: str, step: dict) -> None:
 
 
 event_calendar = runtime.mirror(EVENT_LIFECYCLE, _dispatched)
-USAGE_WINDOW_MINUTES = max((p.removal.minimum_usage.window_minutes for p in programs
-                            if p.removal and p.removal.minimum_usage), default=0)
 REMOVAL_PROGRAMS = [p for p in programs if p.removal is not None]
 _judged_on: dict = {}  # partition → the local day its offline streaks were last judged
 
 
 async def track_participation(batch: Batch) -> None:
-    """Device status, meter intervals near events and enrollments → removal findings."""
+    """Device status, usage around events (from the baseline service) and enrollments → removal findings."""
     await event_calendar.ready.wait()
     today = local_date(batch.now)
     for partition, records in batch.owned_partitions().items():
@@ -310,7 +310,7 @@ def _observe(participation: removal.Participation, source: str, value: dict) -> 
         return False  # only enrolled accounts are judged
     if source == DEVICE_STATUS:
         return removal.record_device_status(participation, value)
-    return removal.record_interval(participation, value, list(events.values()), USAGE_WINDOW_MINUTES)
+    return removal.record_window_usage(participation, value)
 
 
 def _save_participation(store: PartitionStore, account_id: str, participation: removal.Participation) -> None:
@@ -357,7 +357,7 @@ def _publish_findings(batch, store, account_id, participation, findings) -> None
 
 
 participation_pipeline = runtime.batch_pipeline(
-    [ENROLLMENT_STATE, DEVICE_STATUS, METER_INTERVALS], track_participation, state_name="participation",
+    [ENROLLMENT_STATE, DEVICE_STATUS, EVENT_USAGE], track_participation, state_name="participation",
     idle_every_s=DEADLINE_CHECK_S,
 )
 

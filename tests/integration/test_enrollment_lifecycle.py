@@ -25,7 +25,6 @@ import aiohttp
 import pytest
 
 from gridflex import REPO_ROOT
-from gridflex.calendar import local_date
 from gridflex.processes import ServiceProcess
 from gridflex.topics import (
     CUSTOMER_ACCOUNTS,
@@ -36,8 +35,8 @@ from gridflex.topics import (
     ENROLLMENT_REQUESTS,
     ENROLLMENT_STATE,
     EVENT_LIFECYCLE,
+    EVENT_USAGE,
     INCENTIVES,
-    METER_INTERVALS,
     REMOVAL_FINDINGS,
 )
 from services.enrollment.projection import Database
@@ -148,13 +147,14 @@ def dispatched(event_id: str, start: datetime, end: datetime, targets: list[str]
     }
 
 
-def quarter_hours(account_id: str, first: datetime, kwh: str, count: int = 4) -> list[dict]:
-    """``count`` consecutive 15-minute meter intervals of ``kwh`` each, from ``first``."""
-    return [{
-        "service_account_id": account_id, "meter_id": f"M-{account_id}", "interval_start": start,
-        "interval_seconds": 900, "local_date": local_date(start), "kwh": Decimal(kwh), "quality": "ACTUAL",
-        "revision": 0, "supersedes_revision": None, "read_at": start + timedelta(hours=2),
-    } for start in (first + timedelta(minutes=15 * n) for n in range(count))]
+def window_usage(account_id: str, event_id: str, before: str | None, after: str | None) -> tuple[str, str, dict]:
+    """The baseline service's measure of an account's usage in the hour before and after an event."""
+    return by_account(EVENT_USAGE, {
+        "event_id": event_id, "program_id": SEP, "service_account_id": account_id,
+        "event_start": utc(2025, 9, 1), "event_end": utc(2025, 9, 1, 2),
+        "hour_before_kwh": Decimal(before) if before is not None else None,
+        "hour_after_kwh": Decimal(after) if after is not None else None, "revision": 0,
+    })
 
 
 async def publish(system: IsolatedSystem, *records: tuple[str, str, dict]) -> None:
@@ -534,23 +534,18 @@ async def test_the_annual_review_removes_for_overrides_and_minimum_usage_and_loc
     def override(account: str, event_id: str, at: datetime) -> tuple[str, str, dict]:
         return by_account(DEVICE_STATUS, device_status(account, serials[account], "resideo", "OVERRIDE", at, event_id))
 
-    def usage_of(account: str, first: datetime, kwh: str) -> list[tuple[str, str, dict]]:
-        return [by_account(METER_INTERVALS, interval) for interval in quarter_hours(account, first, kwh)]
-
-    hour = timedelta(hours=1)
     await publish(
         system,
         # (b) overrode both events within their first hour (EV2 at 59 minutes); 2.0 kWh before EV1.
         override(over, ev1, ev1_start + timedelta(minutes=10)), override(over, ev2, ev2_start + timedelta(minutes=59)),
-        *usage_of(over, ev1_start - hour, "0.5"),
-        # (c) at most 1.2 kWh in the hour before or after an event; 4.0 kWh two hours before EV1 does not count.
-        *usage_of(usage, ev1_start - hour, "0.3"), *usage_of(usage, ev2_start + 2 * hour, "0.3"),
-        *usage_of(usage, ev1_start - 2 * hour, "1.0"),
+        window_usage(over, ev1, "2.0", None),
+        # (c) at most 1.2 kWh in the hour before or after an event (the baseline service's measure).
+        window_usage(usage, ev1, "1.2", "0.8"), window_usage(usage, ev2, None, "1.2"),
         # Neither: overrode one event of two; exactly 1.5 kWh in the hour after EV2.
-        override(fine, ev1, ev1_start + timedelta(minutes=5)), *usage_of(fine, ev2_start + 2 * hour, "0.375"),
+        override(fine, ev1, ev1_start + timedelta(minutes=5)), window_usage(fine, ev2, "0.1", "1.500000000"),
         # Neither: overrode EV2 only after its first hour; 1.6 kWh before EV2.
         override(late, ev1, ev1_start + timedelta(minutes=10)), override(late, ev2, ev2_start + timedelta(minutes=61)),
-        *usage_of(late, ev2_start - hour, "0.4"),
+        window_usage(late, ev2, "1.6", None),
     )
     await asyncio.sleep(SETTLE_S)
 

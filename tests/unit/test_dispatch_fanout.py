@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from gridflex import REPO_ROOT
+from gridflex import REPO_ROOT, enrollments
 from gridflex.calendar import LOCAL_ZONE
 from gridflex.programs import Precool, ProgramCatalogue
 from services.dispatch.domain import events, fanout
@@ -33,7 +33,7 @@ def period(serial: str, provider="energyhub", since=date(2025, 5, 1), until=None
 # -- who is reached ----------------------------------------------------------------------------------
 
 def test_an_accounts_periods_are_grouped_by_program_with_iso_days():
-    grouped = fanout.periods_by_program([
+    grouped = enrollments.periods_by_program([
         period("T-1"),
         period("T-1", since=date(2025, 1, 10), until=date(2025, 3, 1)),
         period("T-2", provider="nest-labs", since=date(2024, 6, 1), until=date(2025, 1, 1),
@@ -44,51 +44,51 @@ def test_an_accounts_periods_are_grouped_by_program_with_iso_days():
         "sce-sep-legacy": [["nest-labs", "T-2", "2024-06-01", "2025-01-01"]],
     }
     # Days already written as ISO strings (JSON state) stay as they are.
-    assert fanout.periods_by_program([period("T-1", since="2025-05-01", until="2025-06-01")]) == {
+    assert enrollments.periods_by_program([period("T-1", since="2025-05-01", until="2025-06-01")]) == {
         "sce-sep-2025": [["energyhub", "T-1", "2025-05-01", "2025-06-01"]]}
-    assert fanout.periods_by_program([]) == {}
+    assert enrollments.periods_by_program([]) == {}
 
 
 def test_a_thermostat_is_reached_from_its_effective_date_up_to_the_day_before_its_end():
-    [periods] = fanout.periods_by_program([period("T-1", since=date(2025, 7, 10), until=date(2025, 7, 20))]).values()
-    assert fanout.devices_in_effect(periods, "2025-07-09", EVERY_PROVIDER) == []  # not yet in effect
-    assert fanout.devices_in_effect(periods, "2025-07-10", EVERY_PROVIDER) == [("energyhub", "T-1")]
-    assert fanout.devices_in_effect(periods, "2025-07-19", EVERY_PROVIDER) == [("energyhub", "T-1")]
-    assert fanout.devices_in_effect(periods, "2025-07-20", EVERY_PROVIDER) == []  # effective_to: first day out
+    [periods] = enrollments.periods_by_program([period("T-1", since=date(2025, 7, 10), until=date(2025, 7, 20))]).values()
+    assert enrollments.devices_in_effect(periods, "2025-07-09", EVERY_PROVIDER) == []  # not yet in effect
+    assert enrollments.devices_in_effect(periods, "2025-07-10", EVERY_PROVIDER) == [("energyhub", "T-1")]
+    assert enrollments.devices_in_effect(periods, "2025-07-19", EVERY_PROVIDER) == [("energyhub", "T-1")]
+    assert enrollments.devices_in_effect(periods, "2025-07-20", EVERY_PROVIDER) == []  # effective_to: first day out
     open_ended = [["energyhub", "T-1", "2025-07-10", None]]
-    assert fanout.devices_in_effect(open_ended, "2030-01-01", EVERY_PROVIDER) == [("energyhub", "T-1")]
+    assert enrollments.devices_in_effect(open_ended, "2030-01-01", EVERY_PROVIDER) == [("energyhub", "T-1")]
 
 
 def test_targets_pick_providers_and_no_targets_reach_every_provider():
     periods = [["energyhub", "T-1", "2025-05-01", None], ["resideo", "T-2", "2025-05-01", None]]
-    assert fanout.devices_in_effect(periods, "2025-07-16", EVERY_PROVIDER) == [("energyhub", "T-1"),
+    assert enrollments.devices_in_effect(periods, "2025-07-16", EVERY_PROVIDER) == [("energyhub", "T-1"),
                                                                                ("resideo", "T-2")]
-    assert fanout.devices_in_effect(periods, "2025-07-16", frozenset({"resideo"})) == [("resideo", "T-2")]
-    assert fanout.devices_in_effect(periods, "2025-07-16", frozenset({"energyhub", "resideo"})) == [
+    assert enrollments.devices_in_effect(periods, "2025-07-16", frozenset({"resideo"})) == [("resideo", "T-2")]
+    assert enrollments.devices_in_effect(periods, "2025-07-16", frozenset({"energyhub", "resideo"})) == [
         ("energyhub", "T-1"), ("resideo", "T-2")]
-    assert fanout.devices_in_effect(periods, "2025-07-16", frozenset({"nest-labs"})) == []
+    assert enrollments.devices_in_effect(periods, "2025-07-16", frozenset({"nest-labs"})) == []
 
 
 def test_a_thermostat_with_two_periods_is_reached_once():
     # Re-enrolled: the ended period and the current one; on a day both claim, still one instruction.
     re_enrolled = [["energyhub", "T-1", "2025-01-10", "2025-03-01"], ["energyhub", "T-1", "2025-05-01", None]]
-    assert fanout.devices_in_effect(re_enrolled, "2025-07-16", EVERY_PROVIDER) == [("energyhub", "T-1")]
-    assert fanout.devices_in_effect(re_enrolled, "2025-02-01", EVERY_PROVIDER) == [("energyhub", "T-1")]
-    assert fanout.devices_in_effect(re_enrolled, "2025-04-01", EVERY_PROVIDER) == []  # between the two
+    assert enrollments.devices_in_effect(re_enrolled, "2025-07-16", EVERY_PROVIDER) == [("energyhub", "T-1")]
+    assert enrollments.devices_in_effect(re_enrolled, "2025-02-01", EVERY_PROVIDER) == [("energyhub", "T-1")]
+    assert enrollments.devices_in_effect(re_enrolled, "2025-04-01", EVERY_PROVIDER) == []  # between the two
     overlapping = [["energyhub", "T-1", "2025-05-01", None], ["energyhub", "T-1", "2025-06-01", None]]
-    assert fanout.devices_in_effect(overlapping, "2025-07-16", EVERY_PROVIDER) == [("energyhub", "T-1")]
+    assert enrollments.devices_in_effect(overlapping, "2025-07-16", EVERY_PROVIDER) == [("energyhub", "T-1")]
 
 
 def test_the_event_day_is_the_local_day_of_its_start():
-    assert fanout.event_day(datetime(2025, 7, 16, 6, tzinfo=timezone.utc)) == "2025-07-15"  # 23:00 in Los Angeles
-    assert fanout.event_day(local(2025, 7, 16, 0)) == "2025-07-16"
+    assert enrollments.event_day(datetime(2025, 7, 16, 6, tzinfo=timezone.utc)) == "2025-07-15"  # 23:00 in Los Angeles
+    assert enrollments.event_day(local(2025, 7, 16, 0)) == "2025-07-16"
 
 
 def test_an_event_reaches_whoever_is_in_effect_on_its_first_local_day():
     # 23:00 July 15 to 01:00 July 16 local: the first day is July 15, even though it is July 16 in UTC.
     start = local(2025, 7, 15, 23)
     periods = [["energyhub", "T-1", "2025-07-16", None], ["energyhub", "T-2", "2025-05-01", "2025-07-16"]]
-    assert fanout.devices_in_effect(periods, fanout.event_day(start), EVERY_PROVIDER) == [("energyhub", "T-2")]
+    assert enrollments.devices_in_effect(periods, enrollments.event_day(start), EVERY_PROVIDER) == [("energyhub", "T-2")]
 
 
 # -- precool -----------------------------------------------------------------------------------------
@@ -244,8 +244,8 @@ def test_a_schedule_fans_out_to_every_account_with_its_own_precool():
     sent = []
     for account_id, (rate, records) in accounts.items():
         plan = tou_plan if fanout.is_tou_rate(rate, SEP) else regular
-        for periods in fanout.periods_by_program(records).values():
-            for _provider, serial in fanout.devices_in_effect(periods, fanout.event_day(step["start"]),
+        for periods in enrollments.periods_by_program(records).values():
+            for _provider, serial in enrollments.devices_in_effect(periods, enrollments.event_day(step["start"]),
                                                              frozenset(step["targets"])):
                 sent.append(fanout.instruction(step, "SCHEDULE", serial, account_id, plan))
     assert [(i["service_account_id"], i["thermostat_serial"], i["precool_start"]) for i in sent] == [

@@ -81,37 +81,44 @@ def test_one_event_kept_or_one_override_after_the_first_hour_spares_the_account(
     assert "OVERRIDES" not in rules
 
 
+def window_usage(event: Event, before: str | None, after: str | None, revision: int = 0) -> dict:
+    """The baseline service's EventWindowUsage record of the account for ``event``."""
+    return {"event_id": event.event_id, "hour_before_kwh": Decimal(before) if before is not None else None,
+            "hour_after_kwh": Decimal(after) if after is not None else None, "revision": revision}
+
+
+def minimum_usage_found(participation: Participation, calendar: list[Event]) -> bool:
+    found = removal.annual_findings(participation, SEP, 2025, calendar, date(2026, 1, 31))
+    return "MINIMUM_USAGE" in [finding.rule for _, finding in found]
+
+
 def test_one_and_a_half_kwh_in_the_hour_before_or_after_one_event_meets_minimum_usage():
-    participation = enrolled()
     calendar = events(2)
-    event = calendar[1]
-    for quarter in range(4):  # the hour after EV-1: four 15-minute intervals of 0.4 kWh = 1.6 kWh
-        interval = {"meter_id": "M-1", "interval_start": event.end + timedelta(minutes=15 * quarter),
-                    "interval_seconds": 900, "revision": 1, "kwh": Decimal("0.400000000")}
-        assert removal.record_interval(participation, interval, calendar, 60)
-    rules = [f.rule for _, f in removal.annual_findings(participation, SEP, 2025, calendar, date(2026, 1, 31))]
-    assert "MINIMUM_USAGE" not in rules
-    # An interval of the event itself counts for neither hour.
-    inside = {"meter_id": "M-1", "interval_start": event.start, "interval_seconds": 3600, "revision": 1,
-              "kwh": Decimal("9")}
-    assert not removal.record_interval(participation, inside, calendar, 60)
+    exactly = enrolled()
+    assert removal.record_window_usage(exactly, window_usage(calendar[0], "0.2", "0.3"))
+    assert removal.record_window_usage(exactly, window_usage(calendar[1], None, "1.500000000"))
+    assert not minimum_usage_found(exactly, calendar)
+    short = enrolled()
+    removal.record_window_usage(short, window_usage(calendar[0], "1.499999999", None))
+    removal.record_window_usage(short, window_usage(calendar[1], None, None))  # neither hour metered in full
+    assert minimum_usage_found(short, calendar)
 
 
-def test_the_usage_near_an_event_is_each_meters_highest_revision_whatever_the_arrival_order():
+def test_the_usage_around_an_event_is_its_highest_revision_whatever_the_arrival_order():
     participation = enrolled()
     calendar = events(1)
-    hour_after = calendar[0].end
+    assert removal.record_window_usage(participation, window_usage(calendar[0], "0.4", None, revision=2))
+    assert not removal.record_window_usage(participation, window_usage(calendar[0], "2.0", None, revision=1))  # late
+    assert not removal.record_window_usage(participation, window_usage(calendar[0], "2.0", None, revision=2))
+    assert minimum_usage_found(participation, calendar)
+    assert removal.record_window_usage(participation, window_usage(calendar[0], "0.4", "1.6", revision=3))
+    assert not minimum_usage_found(participation, calendar)
 
-    def interval(meter_id, revision, kwh):
-        return {"meter_id": meter_id, "interval_start": hour_after, "interval_seconds": 3600,
-                "revision": revision, "kwh": Decimal(kwh)}
 
-    assert removal.record_interval(participation, interval("M-1", 2, "1.0"), calendar, 60)
-    assert not removal.record_interval(participation, interval("M-1", 1, "0.1"), calendar, 60)  # older, late
-    assert not removal.record_interval(participation, interval("M-1", 2, "0.1"), calendar, 60)  # same identity again
-    assert removal.record_interval(participation, interval("M-2", 1, "0.5"), calendar, 60)  # a second meter adds
-    rules = [f.rule for _, f in removal.annual_findings(participation, SEP, 2025, calendar, date(2026, 1, 31))]
-    assert "MINIMUM_USAGE" not in rules  # 1.0 + 0.5 = 1.5 kWh: exactly the minimum
+def test_usage_an_earlier_version_kept_from_raw_intervals_is_dropped_on_load():
+    state = {**enrolled().to_state(), "usage": {"EV-0": {"M-1 2025-07-02T02:00:00+00:00": [1, "2.0"]},
+                                                  "EV-1": [0, "1.6", None]}}
+    assert Participation.from_state(decode_value(encode_value(state))).usage == {"EV-1": [0, "1.6", None]}
 
 
 def test_a_year_without_events_for_the_account_is_not_reviewed():

@@ -40,7 +40,7 @@ def test_legacy_terms_pay_energy_and_a_rebate():
     assert legacy.credits.capacity.per_season_day == Decimal("0.3275")
     assert legacy.rebate.amount == Decimal("150.00") and legacy.rebate.requires_joint_gas_customer
     assert legacy.events.window.start.hour == 11 and legacy.events.window.end.hour == 20
-    assert (legacy.baseline.lookback_days, legacy.baseline.highest_days) == (5, 3)
+    assert (legacy.baseline.method, legacy.baseline.candidate_days, legacy.baseline.highest_days) == ("csrl-3-of-5", 5, 3)
 
 
 def test_save_power_days_and_ohm_hours():
@@ -48,7 +48,10 @@ def test_save_power_days_and_ohm_hours():
     assert spd.credits.energy.per_kwh == Decimal("1.25") and spd.credits.energy.cap_per_year == Decimal("60.00")
     ohm = CATALOGUE["ohm-hours"]
     assert ohm.eligibility.requires_data_sharing_authorization
-    assert ohm.baseline.method.value == "TEN_OF_TEN" and ohm.baseline.lookback_days == 10
+    assert ohm.baseline.method == "average-10-of-10" and ohm.baseline.candidate_days == 10
+    adjustment = ohm.baseline.day_of_adjustment
+    assert (adjustment.kind.value, adjustment.hours_before, adjustment.max_change) == ("RATIO", 2, Decimal("0.20"))
+    assert (ohm.baseline.data_deadline_days, ohm.baseline.settlement_window_days) == (7, 60)
 
 
 def _write(tmp_path: Path, text: str, name: str = "sce-sep-2025.yaml") -> Path:

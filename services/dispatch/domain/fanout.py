@@ -14,14 +14,10 @@ on-peak window (16:00–21:00 on business days).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 from gridflex.calendar import LOCAL_ZONE, is_business_day, local_date
 from gridflex.programs import Precool, Program
-
-# One enrolled thermostat of an account in one program: [provider_id, serial, effective_from, effective_to]
-# (dates as ISO strings; effective_to None while enrolled). Lists, because they live in JSON state.
-DevicePeriod = list
 
 
 class PrecoolPlan(NamedTuple):
@@ -30,31 +26,6 @@ class PrecoolPlan(NamedTuple):
 
 
 NO_PRECOOL = PrecoolPlan(None, 0)
-
-
-def periods_by_program(enrollments: Iterable[dict]) -> dict[str, list[DevicePeriod]]:
-    """An account's EnrollmentPeriod records, grouped by program."""
-    grouped: dict[str, list[DevicePeriod]] = {}
-    for period in enrollments:
-        effective_to = period["effective_to"]
-        grouped.setdefault(period["program_id"], []).append([
-            period["provider_id"], period["thermostat_serial"], _day(period["effective_from"]),
-            _day(effective_to) if effective_to is not None else None,
-        ])
-    return grouped
-
-
-def devices_in_effect(periods: list[DevicePeriod], day: str, targets: frozenset[str]) -> list[tuple[str, str]]:
-    """(provider, serial) of each thermostat in effect on ``day`` (ISO) of a targeted provider."""
-    reached = {}
-    for provider, serial, effective_from, effective_to in periods:
-        if effective_from <= day and (effective_to is None or day < effective_to) and (not targets or provider in targets):
-            reached[serial] = provider
-    return [(provider, serial) for serial, provider in reached.items()]
-
-
-def event_day(start: datetime) -> str:
-    return local_date(start).isoformat()
 
 
 def precool_plans(program: Program, start: datetime, precool_requested: bool) -> tuple[PrecoolPlan, PrecoolPlan]:
@@ -97,7 +68,3 @@ def instruction(lifecycle: dict, action: str, serial: str, account_id: str, plan
         "start": lifecycle["start"], "end": lifecycle["end"], "setpoint_offset_f": lifecycle["setpoint_offset_f"],
         "issued_at": lifecycle["decided_at"],
     }
-
-
-def _day(value) -> str:
-    return value if isinstance(value, str) else value.isoformat()

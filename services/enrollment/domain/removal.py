@@ -6,8 +6,9 @@
     the event's first hour; (c) the meter never registered the minimum usage in the hour before
     or after any of those events. (b) and (c) are judged at the annual review of the year.
 
-:class:`Participation` is what one account did (from device status, meter intervals and its
-enrollments); the functions here judge it against a program and never touch Kafka.
+:class:`Participation` is what one account did (from device status, the usage around each event
+that the baseline service measures, and its enrollments); the functions here judge it against a
+program and never touch Kafka.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ class Participation:
     enrollments: list[dict] = field(default_factory=list)  # EnrollmentPeriod records, latest state
     offline_since: dict[str, str] = field(default_factory=dict)  # serial → ISO instant it went offline
     overrides: dict[str, str] = field(default_factory=dict)  # event_id → ISO instant of the first override
-    # event_id → {"<meter_id> <interval_start ISO>": [revision, kWh]}: each meter's latest revision
-    usage: dict[str, dict[str, list]] = field(default_factory=dict)
+    # event_id → [revision, kWh in the window before, kWh in the window after] (None: not metered
+    # in full), from the baseline service's gridflex.baseline.event-usage.v1; the highest revision
+    usage: dict[str, list] = field(default_factory=dict)
     found: list[str] = field(default_factory=list)  # findings already published (their keys)
 
     def to_state(self) -> dict:
@@ -65,7 +67,10 @@ class Participation:
         enrollments = [{**p, "effective_from": date.fromisoformat(p["effective_from"]),
                         "effective_to": date.fromisoformat(p["effective_to"]) if p["effective_to"] else None}
                        for p in state["enrollments"]]
-        return cls(enrollments, state["offline_since"], state["overrides"], state["usage"], state["found"])
+        # Entries of another form are what this service tracked from raw intervals before the
+        # baseline service published the windows; the event-usage topic brings them back.
+        usage = {event_id: entry for event_id, entry in state["usage"].items() if isinstance(entry, list)}
+        return cls(enrollments, state["offline_since"], state["overrides"], usage, state["found"])
 
     def provider_in_effect(self, program_id: str, day: date) -> str | None:
         """The provider of an enrollment in the program in effect on ``day``, if any."""
@@ -94,26 +99,16 @@ def record_device_status(participation: Participation, status: dict) -> bool:
     return False
 
 
-def usage_windows(event: Event, minutes: int) -> tuple[tuple[datetime, datetime], tuple[datetime, datetime]]:
-    """The hour (``minutes``) before the event and the hour after it."""
-    span = timedelta(minutes=minutes)
-    return (event.start - span, event.start), (event.end, event.end + span)
-
-
-def record_interval(participation: Participation, interval: dict, events: list[Event], minutes: int) -> bool:
-    """Remember a meter interval that lies inside the hour before or after an event (a higher
+def record_window_usage(participation: Participation, usage: dict) -> bool:
+    """Remember the usage before and after an event (an EventWindowUsage record; a higher
     revision replaces an earlier one, a lower or repeated one changes nothing); True when it did."""
-    start = interval["interval_start"]
-    end = start + timedelta(seconds=interval["interval_seconds"])
-    key = f"{interval['meter_id']} {start.isoformat()}"
-    changed = False
-    for event in events:
-        if any(low <= start and end <= high for low, high in usage_windows(event, minutes)):
-            recorded = participation.usage.setdefault(event.event_id, {})
-            if key not in recorded or recorded[key][0] < interval["revision"]:
-                recorded[key] = [interval["revision"], str(interval["kwh"])]
-                changed = True
-    return changed
+    known = participation.usage.get(usage["event_id"])
+    if known is not None and known[0] >= usage["revision"]:
+        return False
+    participation.usage[usage["event_id"]] = [
+        usage["revision"], *(str(kwh) if kwh is not None else None
+                             for kwh in (usage["hour_before_kwh"], usage["hour_after_kwh"]))]
+    return True
 
 
 # -- judging -----------------------------------------------------------------------------------------
@@ -174,7 +169,7 @@ def annual_findings(participation: Participation, program: Program, year: int, e
             )))
     rule = removal.minimum_usage
     if rule is not None:
-        best = max((_window_kwh(participation, e, rule.window_minutes) for e in dispatched), default=Decimal(0))
+        best = max((_window_kwh(participation, e) for e in dispatched), default=Decimal(0))
         if best < rule.min_kwh:
             findings.append((f"{program.id}/MINIMUM_USAGE/{year}", Finding(
                 program.id, "MINIMUM_USAGE", None, review_day, year,
@@ -184,12 +179,11 @@ def annual_findings(participation: Participation, program: Program, year: int, e
     return [(key, finding) for key, finding in findings if key not in participation.found]
 
 
-def _window_kwh(participation: Participation, event: Event, minutes: int) -> Decimal:
-    """The larger of the usage in the hour before and the hour after the event."""
-    recorded = [(datetime.fromisoformat(key.rsplit(" ", 1)[1]), Decimal(kwh))
-                for key, (_, kwh) in participation.usage.get(event.event_id, {}).items()]
-    return max(sum((kwh for start, kwh in recorded if low <= start < high), Decimal(0))
-               for low, high in usage_windows(event, minutes))
+def _window_kwh(participation: Participation, event: Event) -> Decimal:
+    """The larger of the usage in the window before and the window after the event (an hour
+    not metered in full counts as none)."""
+    _, *windows = participation.usage.get(event.event_id) or [0, None, None]
+    return max((Decimal(kwh) for kwh in windows if kwh is not None), default=Decimal(0))
 
 
 def review_day(program: Program, year: int) -> date | None:
