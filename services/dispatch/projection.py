@@ -74,10 +74,11 @@ UPSERT_INSTRUCTIONS = """
 INSERT INTO dispatch_devices AS stored (event_id, provider_id, thermostat_serial, service_account_id, program_id,
     action, precool_start, first_instructed_at, last_instructed_at)
 SELECT event_id, provider_id, thermostat_serial, service_account_id, program_id, action, precool_start,
-       CASE WHEN action = 'SCHEDULE' THEN issued_at END, issued_at
+       scheduled_at, issued_at
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
-            $8::timestamptz[])
-    AS batch (event_id, provider_id, thermostat_serial, service_account_id, program_id, action, precool_start, issued_at)
+            $8::timestamptz[], $9::timestamptz[])
+    AS batch (event_id, provider_id, thermostat_serial, service_account_id, program_id, action, precool_start,
+              scheduled_at, issued_at)
 ON CONFLICT (event_id, provider_id, thermostat_serial) DO UPDATE
 SET service_account_id = excluded.service_account_id, program_id = excluded.program_id,
     first_instructed_at = coalesce(stored.first_instructed_at, excluded.first_instructed_at),
@@ -127,8 +128,9 @@ class DeliveryRows:
 
 
 def delivery_rows(records: list[InputRecord]) -> DeliveryRows:
-    """Each thermostat's latest instruction and latest acknowledgment in a batch (one statement
-    may touch a row once), and the records refused."""
+    """Each thermostat's latest instruction (with when its SCHEDULE was issued, when the batch
+    holds it: a SCHEDULE and an UPDATE may come in one batch) and latest acknowledgment in a
+    batch (one statement may touch a row once), and the records refused."""
     rows = DeliveryRows()
     for record in records:
         if isinstance(record.value, Undecodable):
@@ -141,9 +143,16 @@ def delivery_rows(records: list[InputRecord]) -> DeliveryRows:
                 rows.rejected.append((record, "UNKNOWN_STATUS", f"acknowledgment status {value['status']!r}"))
             elif key not in rows.acks or rows.acks[key][4] <= value["at"]:
                 rows.acks[key] = (*key, value["status"], value["at"])
-        elif key not in rows.instructions or rows.instructions[key][7] <= value["issued_at"]:
-            rows.instructions[key] = (*key, value["service_account_id"], value["program_id"], value["action"],
-                                      value["precool_start"], value["issued_at"])
+        else:
+            known = rows.instructions.get(key)
+            scheduled_at = value["issued_at"] if value["action"] == "SCHEDULE" else None
+            if known is not None and known[7] is not None:
+                scheduled_at = min(known[7], scheduled_at or known[7])
+            if known is None or known[8] <= value["issued_at"]:
+                rows.instructions[key] = (*key, value["service_account_id"], value["program_id"], value["action"],
+                                          value["precool_start"], scheduled_at, value["issued_at"])
+            else:
+                rows.instructions[key] = (*known[:7], scheduled_at, known[8])
     return rows
 
 
