@@ -44,6 +44,10 @@ log = structlog.get_logger(__name__)
 PATTERN_REFRESH_S = 5.0  # metadata refresh: a new topic matching a pattern is subscribed within this
 COMMITS_IN_FLIGHT = 4  # batches processed ahead of their commit; bounds memory and replay after a crash
 STOP_TIMEOUT_S = 30.0
+# How long the group waits for a member to rejoin a rebalance. A worker restores its stores from
+# their changelogs inside the assignment callback (a million accounts: 10-20 s); aiokafka's default
+# (the 10 s session timeout) evicts it mid-restore, and two workers then own the same partitions.
+REBALANCE_TIMEOUT_S = 60.0
 
 
 @dataclass(slots=True)
@@ -250,6 +254,7 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
             # worker at a time writes changelog partition p.
             partition_assignment_strategy=(RangePartitionAssignor,),
             metadata_max_age_ms=int(PATTERN_REFRESH_S * 1000),  # how soon a new provider's topic is read
+            rebalance_timeout_ms=int(REBALANCE_TIMEOUT_S * 1000),
             client_id=f"{self.service}-{self.name}",
         )
         await self._consumer.start()

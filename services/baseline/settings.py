@@ -10,7 +10,7 @@ from gridflex.settings import ServiceSettings
 class BaselineSettings(ServiceSettings):
     web_port: int = Field(8104, validation_alias="GRIDFLEX_BASELINE_WEB_PORT")
     sweep_slice: int = Field(
-        20_000, gt=0, validation_alias="GRIDFLEX_BASELINE_SWEEP_SLICE",
+        5_000, gt=0, validation_alias="GRIDFLEX_BASELINE_SWEEP_SLICE",
         description="Most accounts one partition evaluates per batch when an event ends (or reaches its data "
                     "deadline): bounds a batch and keeps the worker answering while a million are evaluated",
     )
