@@ -21,7 +21,8 @@ from pathlib import Path
 from bench import RESULTS_DIR
 from bench.console import progress, table
 
-BENCHMARKS = {"ingest": "bench.ingest", "enrollment": "bench.enrollment", "dispatch": "bench.dispatch"}
+BENCHMARKS = {"ingest": "bench.ingest", "enrollment": "bench.enrollment", "dispatch": "bench.dispatch",
+              "baseline": "bench.baseline"}
 
 
 def main(argv: list[str]) -> int:

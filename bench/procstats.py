@@ -41,3 +41,11 @@ class MachineCpu:
     def busy_share_since(self, earlier: "MachineCpu") -> float:
         """Share of all cores' time spent busy between ``earlier`` and this reading (0-1)."""
         return (self.busy - earlier.busy) / max(self.total - earlier.total, 1)
+
+
+def rss_mib(pid: int) -> float:
+    """The process's resident set size now (``VmRSS``), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise ValueError(f"no VmRSS in /proc/{pid}/status")
