@@ -1,10 +1,10 @@
 """`make demo`: providers enroll thermostats in the SCE Smart Energy Program, then one summer day
-of household meter reads and an energy event, through the enrollment, telemetry and dispatch
-services.
+of household meter reads and an energy event, through the enrollment, telemetry, dispatch and
+baseline services.
 
 What it shows, on the local stack (`make up`) and nothing else:
 
-- both services running as real processes on one simulated clock, on a private copy of the topics
+- the four services running as real processes on one simulated clock, on a private copy of the topics
   (suffix ``-demo-<hex6>``) and a private Postgres schema (``demo_<hex6>``), so reruns never mix
   with earlier runs; the providers' API tokens are minted with ``gridflex partner credential``;
 - the weeks before the day, step by step (demo.enrollment): the utility publishes its service
@@ -21,6 +21,11 @@ What it shows, on the local stack (`make up`) and nothing else:
   shortens the first; the dispatch service instructs every thermostat in effect that day and the
   update to the same ones, the providers acknowledge all but one, the event starts and ends as
   the clock passes; coverage and the silent thermostat on /metrics and `gridflex events`;
+- the event's performance (demo.baseline_phase): three weeks of usage before the day backfilled
+  through telemetry at midnight; when the event ends, every account in effect waits for its last
+  hour on /metrics, then gets its CSRL baseline, actual usage and reduction, one only after its
+  held-back read arrives the next morning, one revised by a corrected read; each figure checked
+  against an oracle worked out from the sample data;
 - at the end, read back from the services' outputs (topics, /metrics, the HTTP API) and checked
   against what was sent: decisions with every failed rule, effective dates, sign-up bonuses,
   enrollment state; clean intervals vs dead letters, the day's load per profile, device status.
@@ -43,6 +48,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta, timezone
+from typing import Callable
 
 import asyncpg
 from aiokafka.errors import KafkaError
@@ -89,6 +95,15 @@ from demo.enrollment import (
     EnrollmentScenario,
     build_enrollment,
 )
+from demo.baseline_phase import (
+    HISTORY_DAYS,
+    BaselineDay,
+    BaselinePlan,
+    BaselineReport,
+    accounts_in_effect,
+    plan_baseline,
+    read_baseline,
+)
 from demo.dispatch_phase import DispatchReport, call_events, in_effect_today, plan_events, read_dispatch
 from demo.enrollment_phase import ProviderApi, run_enrollment
 from demo.enrollment_report import EnrollmentMetrics, EnrollmentOutputs, EnrollmentReport
@@ -97,7 +112,7 @@ from demo.report import Outputs, Report, TelemetryMetrics, decoded
 from demo.scenario import MIN_ACCOUNTS, DayScenario, SimulatedHour, build_day
 
 LOG_DIR = REPO_ROOT / "var" / "log"
-LOGS = {service: LOG_DIR / f"demo-{service}.log" for service in ("enrollment", "telemetry", "dispatch")}
+LOGS = {service: LOG_DIR / f"demo-{service}.log" for service in ("enrollment", "telemetry", "dispatch", "baseline")}
 HOUR_TIMEOUT_S = 60.0  # for the service to handle one hour's reads (a rebalance can pause it for seconds)
 QUIET_S = 5.0  # … or to show no progress at all, short of handling them
 DEVICE_TIMEOUT_S = 60.0  # partner topics are discovered every 10 s, then subscribed after a rebalance
@@ -115,6 +130,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--enrollment-port", type=int, default=8102,
                         help="the enrollment service's port (HTTP API and /metrics)")
     parser.add_argument("--dispatch-port", type=int, default=8103, help="the dispatch service's /metrics port")
+    parser.add_argument("--baseline-port", type=int, default=8104, help="the baseline service's /metrics port")
     args = parser.parse_args(argv)
     if args.accounts < MIN_ACCOUNTS:
         parser.error(f"--accounts must be at least {MIN_ACCOUNTS}")
@@ -141,15 +157,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{REPLAY_WEEKS} weeks later, with {PROGRAM_ID} open for the weeks of sign-ups before)", file=sys.stderr)
         return 2
     enrollment = build_enrollment(scenario, programs, args.seed)
+    event_plan = plan_events(scenario.day, scenario.hours[0].start)
+    baseline_plan = plan_baseline(sample, scenario, enrollment, event_plan, args.seed)
     suffix = f"-demo-{secrets.token_hex(3)}"
     settings = ServiceSettings(topic_suffix=suffix)
     schema = f"demo_{suffix.rsplit('-', 1)[1]}"
     database_url = with_search_path(settings.database_url, schema)
     zone = scenario.hours[0].start.astimezone(LOCAL_ZONE).tzname()
-    introduce(scenario, enrollment, settings, args, zone, schema)
+    introduce(scenario, enrollment, baseline_plan, settings, args, zone, schema)
 
     ports = {"enrollment": (args.enrollment_port, "--enrollment-port"), "telemetry": (args.web_port, "--web-port"),
-             "dispatch": (args.dispatch_port, "--dispatch-port")}
+             "dispatch": (args.dispatch_port, "--dispatch-port"), "baseline": (args.baseline_port, "--baseline-port")}
     for service, (port, option) in ports.items():
         if port_in_use(port):
             print(f"\ndemo: port {port} is taken (another {service} service?); stop it or pass {option}",
@@ -162,13 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     telemetry = ServiceProcess("telemetry", isolated_env(suffix), web_port=args.web_port, log_path=LOGS["telemetry"])
     dispatcher = ServiceProcess("dispatch", isolated_env(suffix, GRIDFLEX_DATABASE_URL=database_url),
                                 web_port=args.dispatch_port, log_path=LOGS["dispatch"])
-    services = [enroller, telemetry, dispatcher]
-    event_plan = plan_events(scenario.day, scenario.hours[0].start)
+    baseline = ServiceProcess("baseline", isolated_env(suffix), web_port=args.baseline_port, log_path=LOGS["baseline"])
+    services = [enroller, telemetry, dispatcher, baseline]
+    baseline_day = BaselineDay(baseline_plan, baseline, telemetry)
     try:
         asyncio.run(prepare(settings, enrollment.steps[0].at, schema))
         tokens = mint_tokens(database_url)
         mark_logs(suffix)
-        print("starting the enrollment, telemetry and dispatch services … ", end="", flush=True)
+        print("starting the enrollment, telemetry, dispatch and baseline services … ", end="", flush=True)
         ready_since = time.monotonic()
         with ThreadPoolExecutor(len(services)) as pool:
             list(pool.map(lambda service: service.start(SERVICE_READY_S), services))
@@ -176,13 +195,16 @@ def main(argv: list[str] | None = None) -> int:
               f"(pids {', '.join(str(service.process.pid) for service in services)})")
         api_url = f"http://127.0.0.1:{args.enrollment_port}"
         enrollment_metrics, answers = asyncio.run(
-            enrollment_weeks(settings, enroller, telemetry, ProviderApi(api_url, tokens), enrollment))
-        in_effect = asyncio.run(thermostats_in_effect(settings, enrollment_metrics, scenario.day))
+            enrollment_weeks(settings, enroller, [telemetry, baseline], ProviderApi(api_url, tokens), enrollment))
+        states = asyncio.run(enrollment_states(settings, enrollment_metrics))
+        in_effect = in_effect_today(states, scenario.day)
         asyncio.run(call_events(settings, dispatcher, event_plan, PROVIDERS, len(in_effect)))
-        metrics = asyncio.run(stream_day(settings, telemetry, enroller, scenario, zone))
+        metrics = asyncio.run(stream_day(settings, telemetry, enroller, scenario, zone, baseline_day))
         outputs, enrollment_metrics, enrollment_outputs = asyncio.run(
-            read_back(settings, metrics, enroller, answers))
+            read_back(settings, metrics, enroller, answers, scenario, baseline_day.backfilled.intervals_out))
         dispatch_outcome = asyncio.run(read_dispatch(settings, dispatcher, event_plan, PROVIDERS))
+        baseline_outcome = asyncio.run(
+            read_baseline(settings, baseline_day, accounts_in_effect(states, scenario.day)))
     except ServiceFailed as exc:
         what, _, tail = str(exc).partition("\n")
         log = LOGS.get(what.split(" ", 1)[0])
@@ -206,11 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     enrollment_report = EnrollmentReport(enrollment, enrollment_metrics, enrollment_outputs, scenario.day, api_url)
     report = Report(scenario, metrics, outputs, zone, suffix)
     dispatch_report = DispatchReport(event_plan, dispatch_outcome, in_effect)
+    baseline_report = BaselineReport(baseline_plan, baseline_outcome)
     print(enrollment_report.render())
     print(report.render())
     print(dispatch_report.render())
+    print(baseline_report.render())
     elapsed = time.monotonic() - started
-    checks = [*enrollment_report.checks, *report.checks, *dispatch_report.checks]
+    checks = [*enrollment_report.checks, *report.checks, *dispatch_report.checks, *baseline_report.checks]
     failures = [check.what for check in checks if not check.ok]
     print(f"\nservice logs: {', '.join(relative(path) for path in LOGS.values())} (this run's topics and "
           f"consumer groups end in {suffix}; its Postgres schema is {schema})")
@@ -223,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def introduce(scenario: DayScenario, enrollment: EnrollmentScenario, settings: ServiceSettings,
-              args: argparse.Namespace, zone: str, schema: str) -> None:
+def introduce(scenario: DayScenario, enrollment: EnrollmentScenario, baseline: BaselinePlan,
+              settings: ServiceSettings, args: argparse.Namespace, zone: str, schema: str) -> None:
     accounts = scenario.accounts
     quarter = sum(1 for a in accounts if a.interval_seconds == 900)
     kwh = sum(1 for a in accounts if a.unit == "KWH")
@@ -240,12 +264,16 @@ def introduce(scenario: DayScenario, enrollment: EnrollmentScenario, settings: S
         ["sign-ups", f"{len(enrollment.cases)} requests for {enrollment.program.id} from {' and '.join(PROVIDERS)}, "
                      f"{channels[KAFKA]} on Kafka and {channels[HTTP]} over HTTP, "
                      f"{steps[0].at.astimezone(LOCAL_ZONE):%m-%d} to {steps[-1].at.astimezone(LOCAL_ZONE):%m-%d}"],
+        ["event", f"{baseline.event_id} on {PROGRAM_ID}, {baseline.start.astimezone(LOCAL_ZONE):%H:%M}–"
+                  f"{baseline.end.astimezone(LOCAL_ZONE):%H:%M} as updated, for the {len(baseline.accounts)} accounts in "
+                  f"effect; baselines from {HISTORY_DAYS} days of usage backfilled at midnight "
+                  f"({len(baseline.history):,} reads)"],
         ["topics", f"private copies with suffix {settings.topic_suffix} "
                    f"(e.g. {METER_READS}{settings.topic_suffix})"],
         ["postgres", f"private schema {schema} (the enrollment projection, submissions and API tokens)"],
         ["services", f"enrollment http://127.0.0.1:{args.enrollment_port} (API, /metrics), "
-                     f"telemetry http://127.0.0.1:{args.web_port}/metrics; simulated clock; logs in "
-                     f"{relative(LOG_DIR)}/demo-*.log"],
+                     f"telemetry http://127.0.0.1:{args.web_port}/metrics, dispatch :{args.dispatch_port}/metrics, "
+                     f"baseline :{args.baseline_port}/metrics; simulated clock; logs in {relative(LOG_DIR)}/demo-*.log"],
     ]
     season = "summer " if 6 <= scenario.day.month <= 9 else ""
     print(f"gridflex demo: thermostats enroll in the Smart Energy Program, then one {season}day of meter reads\n")
@@ -303,21 +331,29 @@ def mark_logs(suffix: str) -> None:
                       f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} ----\n")
 
 
-async def enrollment_weeks(settings: ServiceSettings, enroller: ServiceProcess, telemetry: ServiceProcess,
+async def enrollment_weeks(settings: ServiceSettings, enroller: ServiceProcess, others: list[ServiceProcess],
                            api: ProviderApi, enrollment: EnrollmentScenario) -> tuple[EnrollmentMetrics, list]:
     async with api:
-        return await run_enrollment(settings, enroller, [telemetry], api, enrollment)
+        return await run_enrollment(settings, enroller, others, api, enrollment)
 
 
-async def thermostats_in_effect(settings: ServiceSettings, enrollment: EnrollmentMetrics, day: date) -> set:
+async def enrollment_states(settings: ServiceSettings, enrollment: EnrollmentMetrics) -> list[dict]:
+    """The enrollment states the service published in the weeks before: who is in effect on the day."""
     states = await collect(settings, ENROLLMENT_STATE, enrollment.records_out[ENROLLMENT_STATE])
-    return in_effect_today([record.value for record in states if isinstance(record.value, dict)], day)
+    return [record.value for record in states if isinstance(record.value, dict)]
 
 
 async def stream_day(settings: ServiceSettings, service: ServiceProcess, enroller: ServiceProcess,
-                     scenario: DayScenario, zone: str) -> TelemetryMetrics:
+                     scenario: DayScenario, zone: str, baseline: BaselineDay) -> TelemetryMetrics:
+    """The backfill at midnight, the day hour by hour, and the read delivered the next morning;
+    telemetry's metrics for the day alone (the backfill is the baseline phase's)."""
     async with RecordProducer(settings) as producer:
-        await tick(producer, [service, enroller], scenario.hours[0].start)
+        await tick(producer, [service, enroller, baseline.service], scenario.hours[0].start)
+        before = await baseline.backfill(producer)
+
+        def day_only(text: str) -> TelemetryMetrics:
+            return TelemetryMetrics.parse(text).since(before)
+
         await open_day(producer, service, scenario)
 
         print(f"\nstreaming {scenario.day} hour by hour (clock → each hour's end + 5 min, then its reads):\n")
@@ -326,31 +362,47 @@ async def stream_day(settings: ServiceSettings, service: ServiceProcess, enrolle
         print(header)
         print("  " + "─" * (len(header) - 2))
         sent, handled = 0, 0
-        for hour in scenario.hours:
+        for index, hour in enumerate(scenario.hours):
             await tick(producer, [service], hour.tick)
+            ended = await baseline.ticked(index)  # once the event has ended: every account evaluated
             await send_records(producer, [*hour.meter_reads, *hour.thermostat_states])
             sent += len(hour.meter_reads)
-            metrics = await wait_for_reads(service, handled + len(hour.meter_reads))
+            metrics = await wait_for_reads(service, handled + len(hour.meter_reads), day_only)
             progress(hour, sent, handled, metrics)
+            for line in [*ended, *await baseline.handled(index)]:
+                print(f"  {'':<15}  {line}")
             handled = metrics.reads_handled
+        if scenario.late_reads:
+            await tick(producer, [service, baseline.service], scenario.late_delivery)
+            print(f"\n{scenario.late_delivery.astimezone(LOCAL_ZONE):%H:%M} the next morning "
+                  f"(clock → {scenario.late_delivery.astimezone(LOCAL_ZONE):%a %m-%d %H:%M}):")
+            await send_records(producer, scenario.late_reads)
+            sent += len(scenario.late_reads)
+            await wait_for_reads(service, sent, day_only)
+            for record in scenario.late_reads:
+                print(f"  ↳ {record.kind:<16} {record.note}")
+            for line in await baseline.handled(len(scenario.hours)):
+                print(f"  {line}")
 
     # Everything sent is handled by now, unless the service fell behind or dropped something.
-    await wait_for_reads(service, sent)
+    await wait_for_reads(service, sent, day_only)
     expected_changes = len(scenario.expected_device_changes())
-    metrics = await wait_until(service, TelemetryMetrics.parse,
+    metrics = await wait_until(service, day_only,
                                lambda m: sum(m.device_changes.values()) >= expected_changes and m.settled, QUIET_S)
-    return metrics or await scrape(service, TelemetryMetrics.parse)
+    return metrics or await scrape(service, day_only)
 
 
 async def read_back(settings: ServiceSettings, metrics: TelemetryMetrics, enroller: ServiceProcess,
-                    answers: list) -> tuple[Outputs, EnrollmentMetrics, EnrollmentOutputs]:
-    """Both services' output topics, read from the beginning (the dead-letter topic is shared)."""
+                    answers: list, scenario: DayScenario, backfilled: int
+                    ) -> tuple[Outputs, EnrollmentMetrics, EnrollmentOutputs]:
+    """Both services' output topics, read from the beginning (the dead-letter topic is shared);
+    of the intervals, the day's (the ``backfilled`` ones before it are the baseline phase's)."""
     print("\nreading back the services' output topics …")
     enrollment = await wait_until(enroller, EnrollmentMetrics.parse, lambda m: m.settled, QUIET_S)
     enrollment = enrollment or await scrape(enroller, EnrollmentMetrics.parse)
     decision_topics = [ENROLLMENT_DECISIONS.format(provider_id=provider) for provider in PROVIDERS]
     intervals, letters, statuses, states, incentives, *decisions = await asyncio.gather(
-        collect(settings, METER_INTERVALS, metrics.intervals_out),
+        collect(settings, METER_INTERVALS, backfilled + metrics.intervals_out),
         collect(settings, DEAD_LETTERS, metrics.dead_letters_out + enrollment.records_out[DEAD_LETTERS]),
         collect(settings, DEVICE_STATUS, metrics.device_statuses_out),
         collect(settings, ENROLLMENT_STATE, enrollment.records_out[ENROLLMENT_STATE]),
@@ -359,6 +411,7 @@ async def read_back(settings: ServiceSettings, metrics: TelemetryMetrics, enroll
     )
     (intervals, bad_intervals), (letters, bad_letters), (statuses, bad_statuses) = (
         decoded(intervals), decoded(letters), decoded(statuses))
+    intervals = [interval for interval in intervals if interval["interval_start"] >= scenario.hours[0].start]
     (states, bad_states), (incentives, bad_incentives) = decoded(states), decoded(incentives)
     decided = [decoded(records) for records in decisions]
     letters = distinct(letters, ("source_topic", "source_partition", "source_offset"))
@@ -398,9 +451,10 @@ async def open_day(producer: RecordProducer, service: ServiceProcess, scenario: 
     print(f"{time.monotonic() - waited:.1f} s ({len(scenario.opening_states)} thermostats first seen)")
 
 
-async def wait_for_reads(service: ServiceProcess, count: int) -> TelemetryMetrics:
+async def wait_for_reads(service: ServiceProcess, count: int,
+                         parse: Callable[[str], TelemetryMetrics] = TelemetryMetrics.parse) -> TelemetryMetrics:
     """The metrics once the service has handled ``count`` reads in all, or has gone quiet short of it."""
-    return await wait_for_progress(service, TelemetryMetrics.parse,
+    return await wait_for_progress(service, parse,
                                    lambda m: m.reads_handled >= count and m.settled, HOUR_TIMEOUT_S, QUIET_S)
 
 

@@ -23,7 +23,7 @@ from datetime import date, datetime, timedelta
 from prometheus_client.parser import text_string_to_metric_families
 
 from gridflex.calendar import LOCAL_ZONE
-from gridflex.kafka_io import RecordProducer
+from gridflex.kafka_io import RecordProducer, read_records
 from gridflex.processes import ServiceProcess
 from gridflex.settings import ServiceSettings
 from gridflex.topics import DISPATCH, DISPATCH_ACKS, ENERGY_EVENTS, EVENT_LIFECYCLE
@@ -156,7 +156,8 @@ async def read_dispatch(settings: ServiceSettings, dispatcher: ServiceProcess, p
     """After the day: the lifecycle up to ENDED, the instructions, coverage, and the command's answers."""
     deadline = time.monotonic() + WAIT_S
     while True:
-        steps = [r.value for r in await collect(settings, EVENT_LIFECYCLE, 64) if isinstance(r.value, dict)]
+        steps = [r.value async for r in read_records(settings, EVENT_LIFECYCLE, idle_timeout=0.5)
+                 if isinstance(r.value, dict)]
         if any(s["event_id"] == plan.event_id and s["status"] == "ENDED" for s in steps) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)

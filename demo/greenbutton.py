@@ -14,6 +14,7 @@ import csv
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 
 from gridflex import REPO_ROOT
@@ -49,11 +50,11 @@ class SampleYear:
             }
         return cls(profiles, wh_by_hour)
 
-    @property
+    @cached_property  # asked for every replayed hour (wh_or_nearest): not a scan of the year each time
     def first_hour(self) -> datetime:
         return min(self.wh_by_hour)
 
-    @property
+    @cached_property
     def last_hour(self) -> datetime:
         return max(self.wh_by_hour)
 

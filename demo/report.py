@@ -58,6 +58,11 @@ class TelemetryMetrics:
                     metrics.device_changes[labels["change"]] += value
         return metrics
 
+    def since(self, earlier: "TelemetryMetrics") -> "TelemetryMetrics":
+        """What the service did after ``earlier`` was scraped (the day, without the backfill before it)."""
+        return TelemetryMetrics(self.verdicts - earlier.verdicts, self.dead_letters - earlier.dead_letters,
+                                self.records_out - earlier.records_out, self.device_changes - earlier.device_changes)
+
     @property
     def reads_handled(self) -> int:
         """Meter reads handled: reconciled or dead-lettered (a replay is a read handled before)."""

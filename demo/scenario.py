@@ -6,6 +6,8 @@ a few report 15-minute intervals, some in kWh.
 Into that clean feed go the records a real utility feed carries: re-deliveries, estimated reads
 corrected later, late old revisions, sign errors, wrong units, misaligned intervals, meters with
 a fast clock and bytes that are not Avro at all. A few thermostats report their state too.
+For the baseline service, the weeks before the day are backfilled the same way (:func:`build_history`),
+and one read of the day can be held back until the next morning (:func:`hold_back`).
 
 Pure: this module builds records (dicts) and the outcome expected for each; it sends nothing.
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from gridflex.calendar import LOCAL_ZONE, local_day_bounds
+from gridflex.calendar import LOCAL_ZONE, local_date, local_day_bounds
 from gridflex.topics import METER_READS, THERMOSTAT_STATE
 
 from demo.greenbutton import SampleYear, sample_hour
@@ -33,6 +35,7 @@ DURING_EVENT = "during the event"  # the day's energy event, in THERMOSTAT_SCRIP
 
 # Verdicts the telemetry service reports (services.telemetry.domain.Verdict values).
 NEW, REVISION, DUPLICATE, STALE = "new", "revision", "duplicate", "stale"
+LATE_READ = "late read"  # a plain read the head-end delivers after the day (hold_back)
 
 
 @dataclass(frozen=True)
@@ -97,10 +100,13 @@ class DayScenario:
     final_kwh: dict[tuple[str, datetime], Decimal]
     # Thermostat states sent before the day's meter reads: the providers' midnight sync.
     opening_states: list[Outgoing] = field(default_factory=list)
+    # Reads of the day the head-end delivers only after it (hold_back), and when.
+    late_reads: list[Outgoing] = field(default_factory=list)
+    late_delivery: datetime | None = None
 
     @property
     def meter_reads(self) -> list[Outgoing]:
-        return [record for hour in self.hours for record in hour.meter_reads]
+        return [*(record for hour in self.hours for record in hour.meter_reads), *self.late_reads]
 
     @property
     def thermostat_states(self) -> list[Outgoing]:
@@ -246,7 +252,9 @@ def _add_messy_reads(scenario: DayScenario, sample: SampleYear, rng: random.Rand
     """A handful of each kind of trouble, spread over the day (hour indexes fit 23-hour days too)."""
     hours = scenario.hours
     hourly = [account for account in scenario.accounts if account.interval_seconds == 3600]
-    picks = iter(rng.sample(hourly, 15))  # a different meter for each
+    # The account whose thermostat follows the day's event: enrolled whatever the seed.
+    following = scenario.accounts[next(row[4] for row in THERMOSTAT_SCRIPT if row[8] == DURING_EVENT)]
+    picks = iter(rng.sample([a for a in hourly if a is not following], 15))  # a different meter for each
 
     def plain_read(account: ServiceAccount, hour: SimulatedHour) -> Outgoing:
         return next(r for r in hour.meter_reads if r.key == account.service_account_id and not r.kind)
@@ -257,9 +265,13 @@ def _add_messy_reads(scenario: DayScenario, sample: SampleYear, rng: random.Rand
                                          dead_letter=dead_letter, kind=kind, note=f"{account.service_account_id} {note}"))
 
     # Estimated reads (revision 0) corrected two hours later by an actual read (revision 1);
-    # for two of them a copy of the old estimate arrives later still (stale).
-    for estimated_at, stale_at in ((2, 7), (9, None), (14, 19)):
-        account, hour, corrected = next(picks), hours[estimated_at], hours[estimated_at + 2]
+    # for two of them a copy of the old estimate arrives later still (stale). The third is of an
+    # hour of the afternoon's energy event (14:00–17:00) on an enrolled account, corrected once
+    # the event's last hour is in: the baseline result computed from the estimate is revised.
+    in_event = next(i for i, hour in enumerate(hours) if hour.start.astimezone(LOCAL_ZONE).hour == 15)  # 15:00–16:00
+    for estimated_at, stale_at, account in ((2, 7, next(picks)), (9, None, next(picks)),
+                                            (in_event, in_event + 4, following)):
+        hour, corrected = hours[estimated_at], hours[estimated_at + 2]
         estimate_wh = account_wh(sample, account, hour.start - timedelta(days=1))  # same hour yesterday
         estimate = plain_read(account, hour)
         estimate.value = meter_read(account, hour.start, 3600, estimate_wh, estimate.value["read_at"],
@@ -309,6 +321,42 @@ def _add_messy_reads(scenario: DayScenario, sample: SampleYear, rng: random.Rand
     garbage = f"{account.service_account_id},{account.meter_id},{hour.start:%Y-%m-%dT%H:%M:%SZ},1234.5,WH\n".encode()
     send_extra(hour, account, garbage, "undecodable", f"{hour.label}: a CSV line instead of Avro "
                f"({len(garbage)} bytes)", dead_letter="UNDECODABLE")
+
+
+def hold_back(scenario: DayScenario, service_account_id: str, hour_start: datetime, delivered_at: datetime) -> Outgoing:
+    """Take one account's plain read of an hour out of the day's stream: the meter did not answer,
+    and the head-end delivers the read at ``delivered_at``, after the day (``late_reads``)."""
+    hour = next(hour for hour in scenario.hours if hour.start == hour_start)
+    read = next(r for r in hour.meter_reads if r.key == service_account_id and not r.kind)
+    if read.value["interval_seconds"] != 3600:
+        raise ValueError(f"{service_account_id} does not report hourly: one read is not the whole hour")
+    hour.meter_reads.remove(read)
+    read.value = dict(read.value, read_at=delivered_at - timedelta(minutes=2))
+    read.kind = LATE_READ
+    read.note = (f"{service_account_id} {hour.label}: the meter did not answer; the head-end delivers its read at "
+                 f"{delivered_at.astimezone(LOCAL_ZONE):%H:%M} the next morning")
+    scenario.late_reads.append(read)
+    scenario.late_delivery = delivered_at
+    return read
+
+
+def build_history(sample: SampleYear, accounts: list[ServiceAccount], first_day: date, day: date, seed: int,
+                  service_start: dict[str, date]) -> list[Outgoing]:
+    """Every account's plain reads for the local days from ``first_day`` to the day before ``day``,
+    as the head-end backfills them: the same replayed sample year, scale, meter and unit as the
+    day's (:func:`_plain_reads`), from the account's service start on (a move-in has no usage before)."""
+    rng = random.Random(f"history-{seed}")  # its own stream: the day's records stay as they are
+    start, _ = local_day_bounds(first_day)
+    end, _ = local_day_bounds(day)
+    reads: list[Outgoing] = []
+    kwh: dict = {}
+    while start < end:
+        hour, today = SimulatedHour(start, start + HOUR), local_date(start)
+        for account in accounts:
+            if service_start.get(account.service_account_id, first_day) <= today:
+                reads += _plain_reads(sample, account, hour, rng, kwh)
+        start += HOUR
+    return reads
 
 
 # (hour index, minute, provider, serial, account index, online, setpoint °F, indoor °F, event, override, changes);
