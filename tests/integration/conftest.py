@@ -74,6 +74,12 @@ class IsolatedSystem:
     def producer(self) -> RecordProducer:
         return RecordProducer(self.settings)
 
+    async def publish(self, *records: tuple[str, str, Mapping]) -> None:
+        """Send (catalogue topic, key, value) records, in this order."""
+        async with self.producer() as producer:
+            for topic, key, value in records:
+                await producer.send(topic, key, value)
+
     async def tick(self, now: datetime) -> None:
         async with self.producer() as producer:
             await producer.send(CLOCK, "clock", {"now": now})
@@ -154,6 +160,11 @@ async def wait_for_records(system: IsolatedSystem, topic: str, count: int, timeo
     deadline = time.monotonic() + timeout
     while await records_on(system.settings, topic) < count and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
+
+
+def new_id(prefix: str) -> str:
+    """A fresh identifier (event, account, request) that no earlier run used."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def utc(*args) -> datetime:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
@@ -27,7 +26,14 @@ from gridflex.topics import (
     EVENT_USAGE,
     METER_INTERVALS,
 )
-from tests.integration.conftest import IsolatedSystem, crash_mid_stream, customer_account, utc, wait_for_records
+from tests.integration.conftest import (
+    IsolatedSystem,
+    crash_mid_stream,
+    customer_account,
+    new_id,
+    utc,
+    wait_for_records,
+)
 
 PROGRAM = "sce-save-power-days"
 EVENT_DAY = date(2025, 7, 16)
@@ -51,10 +57,6 @@ async def baseline(running_stack):
     system.service("baseline").start()
     yield system
     system.stop()
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def interval(account_id: str, start: datetime, kwh: str, *, revision: int = 0) -> dict:
@@ -111,12 +113,6 @@ def lifecycle(event_id: str, status: str, *, start: datetime = START, end: datet
     })
 
 
-async def publish(system: IsolatedSystem, records: list[tuple[str, str, dict]]) -> None:
-    async with system.producer() as producer:
-        for topic, key, value in records:
-            await producer.send(topic, key, value)
-
-
 async def results_of(system: IsolatedSystem, event_id: str, expect: int, topic: str = EVENT_PERFORMANCE,
                      timeout: float = 30.0) -> list[dict]:
     """Every record of the event on ``topic``, once ``expect`` are there (or the timeout passes)."""
@@ -144,14 +140,14 @@ async def until(check, timeout: float = 30.0) -> None:
 async def test_late_data_deadline_and_revisions(baseline):
     event_id = new_id("EV")
     late, gappy, nem, stranger = (new_id("SA") for _ in range(4))
-    await publish(baseline, [
+    await baseline.publish(
         *enrolled(late), *enrolled(gappy), *enrolled(nem, net_metering_since=date(2025, 7, 12)),
         (CUSTOMER_ACCOUNTS, stranger, customer_account(stranger)),
         *history(late), *history(gappy, missing={date(2025, 7, 10): {15}}), *history(nem), *history(stranger),
         *day_usage(nem, EVENT_DAY),
-    ])
-    await publish(baseline, [lifecycle(event_id, "SCHEDULED"), lifecycle(event_id, "STARTED"),
-                             lifecycle(event_id, "ENDED")])
+    )
+    await baseline.publish(lifecycle(event_id, "SCHEDULED"), lifecycle(event_id, "STARTED"),
+                           lifecycle(event_id, "ENDED"))
 
     # Net metering from July 12, inside the look-back (July 9 to 16): ineligible at once. The
     # two others wait for the event day's usage, visibly; the account not enrolled gets nothing.
@@ -164,7 +160,7 @@ async def test_late_data_deadline_and_revisions(baseline):
 
     # The event day's usage arrives late: the complete account is settled, the other still waits
     # for July 10, 15:00.
-    await publish(baseline, [*day_usage(late, EVENT_DAY), *day_usage(gappy, EVENT_DAY)])
+    await baseline.publish(*day_usage(late, EVENT_DAY), *day_usage(gappy, EVENT_DAY))
     results = await results_of(baseline, event_id, 2)
     [settled] = [r for r in results if r["service_account_id"] == late]
     assert settled["status"] == "SETTLEABLE" and settled["revision"] == 0 and settled["method"] == "csrl-3-of-5"
@@ -181,12 +177,12 @@ async def test_late_data_deadline_and_revisions(baseline):
 
     # Revisions that change nothing: an hour outside the event's, and the lowest day staying lowest.
     unchanged_before = metric(baseline, "gridflex_baseline_unchanged_results_total")
-    await publish(baseline, [(METER_INTERVALS, late, interval(late, at(date(2025, 7, 9), 3), "0.9", revision=1)),
-                             (METER_INTERVALS, late, interval(late, at(date(2025, 7, 11), 15), "1.5", revision=1))])
+    await baseline.publish((METER_INTERVALS, late, interval(late, at(date(2025, 7, 9), 3), "0.9", revision=1)),
+                           (METER_INTERVALS, late, interval(late, at(date(2025, 7, 11), 15), "1.5", revision=1)))
     await until(lambda: metric(baseline, "gridflex_baseline_unchanged_results_total") >= unchanged_before + 1)
     # A revision that changes the result: July 14, 15:00 becomes 6 kWh, so that day sums to 15
     # and the CSRL becomes (15 + 10 + 8) / 3 = 11.
-    await publish(baseline, [(METER_INTERVALS, late, interval(late, at(date(2025, 7, 14), 15), "6.0", revision=1))])
+    await baseline.publish((METER_INTERVALS, late, interval(late, at(date(2025, 7, 14), 15), "6.0", revision=1)))
     results = await results_of(baseline, event_id, 3)
     revised = [r for r in results if r["service_account_id"] == late]
     assert [r["revision"] for r in revised] == [0, 1]
@@ -200,7 +196,7 @@ async def test_late_data_deadline_and_revisions(baseline):
     assert insufficient["status"] == "INSUFFICIENT_DATA" and insufficient["revision"] == 0
     assert "2025-07-10 14:00–18:00: 1 of 4 intervals" in insufficient["reason"]
     await until(lambda: metric(baseline, "gridflex_baseline_accounts_awaiting_data", event_id=event_id) == 0)
-    await publish(baseline, [(METER_INTERVALS, gappy, interval(gappy, at(date(2025, 7, 10), 15), "2.5"))])
+    await baseline.publish((METER_INTERVALS, gappy, interval(gappy, at(date(2025, 7, 10), 15), "2.5")))
     results = await results_of(baseline, event_id, 5)
     [_, completed] = [r for r in results if r["service_account_id"] == gappy]
     assert completed["status"] == "SETTLEABLE" and completed["revision"] == 1
@@ -210,7 +206,7 @@ async def test_late_data_deadline_and_revisions(baseline):
     await baseline.tick(WINDOW_CLOSED)
     applied = metric(baseline, "gridflex_baseline_intervals_total", outcome="applied")
     await asyncio.sleep(2)  # the worker sees the new time on its next idle batch
-    await publish(baseline, [(METER_INTERVALS, late, interval(late, at(date(2025, 7, 15), 15), "9.0", revision=1))])
+    await baseline.publish((METER_INTERVALS, late, interval(late, at(date(2025, 7, 15), 15), "9.0", revision=1)))
     await until(lambda: metric(baseline, "gridflex_baseline_intervals_total", outcome="applied") > applied)
     assert len(await results_of(baseline, event_id, 6, timeout=3)) == 5
 
@@ -234,9 +230,9 @@ async def test_a_crash_while_results_stream_neither_loses_nor_changes_a_result(r
             return [(METER_INTERVALS, account_id, interval(account_id, at(day, hour), EVENT_HOURS_KWH[day]))
                     for hour in range(14, 18)]
 
-        await publish(system, [record for account_id in accounts for record in (
-            *enrolled(account_id), *(r for day in candidates for r in window(account_id, day)))])
-        await publish(system, [lifecycle(event_id, "SCHEDULED"), lifecycle(event_id, "ENDED")])
+        await system.publish(*(record for account_id in accounts for record in (
+            *enrolled(account_id), *(r for day in candidates for r in window(account_id, day)))))
+        await system.publish(lifecycle(event_id, "SCHEDULED"), lifecycle(event_id, "ENDED"))
         worker = system.service("baseline", GRIDFLEX_BASELINE_SWEEP_SLICE="100")
         event_day = [record for account_id in accounts for record in window(account_id, EVENT_DAY)]
         before = await crash_mid_stream(system, worker, event_day, EVENT_PERFORMANCE, chunk=600)

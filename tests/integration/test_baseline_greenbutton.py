@@ -204,12 +204,6 @@ def lifecycle(event_id: str, event: Event) -> list[tuple[str, str, dict]]:
     }) for status in ("SCHEDULED", "STARTED", "ENDED")]
 
 
-async def publish(system: IsolatedSystem, records: list[tuple[str, str, dict]]) -> None:
-    async with system.producer() as producer:
-        for topic, key, value in records:
-            await producer.send(topic, key, value)
-
-
 async def records_of(system: IsolatedSystem, topic: str, event_id: str, expect: int, timeout: float = 30.0) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
@@ -256,10 +250,10 @@ async def test_the_sample_year_settles_every_event_as_the_programs_compute_it(pi
     assert any(result["reduction_kwh"] == 0 for result in oracle.values())
 
     # The households enroll; then a month of their meter reads arrives.
-    await publish(pipeline, [record for profile, programs in HOUSEHOLDS.items()
+    await pipeline.publish(*[record for profile, programs in HOUSEHOLDS.items()
                              for record in enrolled(accounts[profile], programs)])
     reads = [read for profile in HOUSEHOLDS for read in meter_reads(accounts[profile], sample_year[profile])]
-    await publish(pipeline, reads)
+    await pipeline.publish(*reads)
 
     # Telemetry passes every read, and the baseline worker has them all before any event ends
     # (the clock is past the early events' data deadlines: a gap would settle them at once).
@@ -275,7 +269,7 @@ async def test_the_sample_year_settles_every_event_as_the_programs_compute_it(pi
     results, hours = {}, {}
     for event in EVENTS:
         taking_part = [profile for profile in HOUSEHOLDS if event.program_id in HOUSEHOLDS[profile]]
-        await publish(pipeline, lifecycle(event_ids[event.name], event))
+        await pipeline.publish(*lifecycle(event_ids[event.name], event))
         for record in await records_of(pipeline, EVENT_PERFORMANCE, event_ids[event.name], len(taking_part)):
             results[event.name, record["service_account_id"]] = record
         for record in await records_of(pipeline, EVENT_USAGE, event_ids[event.name], len(taking_part)):

@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import uuid
 from collections import Counter
 from datetime import date, datetime, timedelta
 
 import pytest
 
 from gridflex.topics import CUSTOMER_ACCOUNTS, DEAD_LETTERS, ENERGY_EVENTS, ENROLLMENT_STATE, EVENT_LIFECYCLE
-from tests.integration.conftest import IsolatedSystem, customer_account, utc
+from tests.integration.conftest import IsolatedSystem, customer_account, new_id, utc
 
 NOW = utc(2025, 7, 14, 16)  # Monday July 14, 2025, 09:00 in Los Angeles
 PROVIDERS = ("energyhub", "resideo")
@@ -32,10 +31,6 @@ async def dispatch(running_stack):
     system.service("dispatch").start()
     yield system
     system.stop()
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def event_request(event_id: str, start: datetime, hours: float, *, action: str = "SCHEDULE",
@@ -60,18 +55,12 @@ def account_state(account_id: str, *periods: dict) -> dict:
             "updated_at": NOW}
 
 
-async def publish(system: IsolatedSystem, *records: tuple[str, str, dict]) -> None:
-    async with system.producer() as producer:
-        for topic, key, value in records:
-            await producer.send(topic, key, value)
-
-
 async def schedule(system: IsolatedSystem, *requests: dict) -> None:
-    await publish(system, *((ENERGY_EVENTS, request["event_id"], request) for request in requests))
+    await system.publish(*((ENERGY_EVENTS, request["event_id"], request) for request in requests))
 
 
 async def enroll(system: IsolatedSystem, account_id: str, *periods: dict, rate: str = "D") -> None:
-    await publish(system, (CUSTOMER_ACCOUNTS, account_id, customer_account(account_id, rate_schedule=rate)),
+    await system.publish((CUSTOMER_ACCOUNTS, account_id, customer_account(account_id, rate_schedule=rate)),
                   (ENROLLMENT_STATE, account_id, account_state(account_id, *periods)))
 
 
@@ -174,7 +163,7 @@ async def test_an_event_reaches_exactly_the_thermostats_in_effect_and_updates_an
     # thermostat enrolled after the SCHEDULE is not added.
     late = new_id("SA")
     await enroll(dispatch, late, period("energyhub", new_id("T"), date(2025, 7, 16)))
-    await publish(dispatch, (ENROLLMENT_STATE, plain, account_state(
+    await dispatch.publish((ENROLLMENT_STATE, plain, account_state(
         plain, period("resideo", t["plain1"], date(2025, 7, 1)),
         period("resideo", t["plain2"], date(2025, 7, 2), effective_to=event_day))))
     sent = await instructions_of(dispatch, event_id, 4)
@@ -209,8 +198,7 @@ async def test_acknowledgments_give_coverage_and_the_silent_thermostats_are_list
     reached = by_action(await instructions_of(dispatch, event_id, 3), "SCHEDULE")
     assert {("energyhub", serials["energyhub"][0])} | {("resideo", s) for s in serials["resideo"]} <= reached
     acked, opted_out = serials["energyhub"][0], serials["resideo"][0]
-    await publish(
-        dispatch,
+    await dispatch.publish(
         ("partner.energyhub.dispatch-acks.v1", acked,
          {"event_id": event_id, "thermostat_serial": acked, "status": "ACCEPTED", "at": NOW}),
         ("partner.resideo.dispatch-acks.v1", opted_out,

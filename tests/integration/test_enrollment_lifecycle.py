@@ -40,7 +40,7 @@ from gridflex.topics import (
     REMOVAL_FINDINGS,
 )
 from services.enrollment.projection import Database
-from tests.integration.conftest import IsolatedSystem, crash_mid_stream, customer_account, utc
+from tests.integration.conftest import IsolatedSystem, crash_mid_stream, customer_account, new_id, utc
 
 NOW = utc(2025, 7, 1, 17)  # Tuesday July 1, 2025, 10:00 in Los Angeles
 PROVIDERS = ("energyhub", "resideo", "ohmconnect")
@@ -99,10 +99,6 @@ async def lifecycle(running_stack):
 # -- records ----------------------------------------------------------------------------------
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
 
 
 def enrollment_request(account_id: str, requested_at: datetime, serial: str, program_id: str = SEP,
@@ -155,13 +151,6 @@ def window_usage(account_id: str, event_id: str, before: str | None, after: str 
         "hour_before_kwh": Decimal(before) if before is not None else None,
         "hour_after_kwh": Decimal(after) if after is not None else None, "revision": 0,
     })
-
-
-async def publish(system: IsolatedSystem, *records: tuple[str, str, dict]) -> None:
-    """Send (topic, key, value) records in this order."""
-    async with system.producer() as producer:
-        for topic, key, value in records:
-            await producer.send(topic, key, value)
 
 
 def by_account(topic: str, value: dict) -> tuple[str, str, dict]:
@@ -236,7 +225,7 @@ async def test_ohm_hours_enrolls_only_under_an_active_authorization_and_revoking
     account_id, serial, grant = new_id("SA"), new_id("T"), new_id("AU")
 
     # The utility publishes the household; the customer authorizes data sharing, still pending.
-    await publish(system, by_account(CUSTOMER_ACCOUNTS, customer_account(account_id)),
+    await system.publish(by_account(CUSTOMER_ACCOUNTS, customer_account(account_id)),
                   by_account(grants_of("ohmconnect"), authorization(
                       account_id, grant, "PENDING", NOW - timedelta(hours=2), NOW - timedelta(hours=2))))
     [state] = await states_of(system, account_id)
@@ -248,20 +237,20 @@ async def test_ohm_hours_enrolls_only_under_an_active_authorization_and_revoking
 
     # While it is pending, OhmConnect's enrollment request is refused with the reason.
     too_early = enrollment_request(account_id, NOW - timedelta(hours=1), serial, OHM)
-    await publish(system, by_account(requests_of("ohmconnect"), too_early))
+    await system.publish(by_account(requests_of("ohmconnect"), too_early))
     [refused] = await decisions_on(system, "ohmconnect", too_early)
     assert (refused["outcome"], codes(refused), refused["effective_date"]) == (
         "REJECTED", ["DATA_SHARING_NOT_AUTHORIZED"], None)
 
     # The utility confirms it (with what it may share: meter id, interval length, other programs).
     shared = {"meter_id": "M-889911", "meter_interval_seconds": "900", "other_programs": "ESA"}
-    await publish(system, by_account(grants_of("ohmconnect"), authorization(
+    await system.publish(by_account(grants_of("ohmconnect"), authorization(
         account_id, grant, "ACTIVE", NOW - timedelta(hours=2), NOW - timedelta(minutes=30), shared)))
     await states_of(system, account_id, lambda s: s["authorizations"][0]["status"] == "ACTIVE")
 
     # Now the request is accepted, effective on the third business day (July 4 is a holiday).
     enroll = enrollment_request(account_id, NOW, serial, OHM)
-    await publish(system, by_account(requests_of("ohmconnect"), enroll))
+    await system.publish(by_account(requests_of("ohmconnect"), enroll))
     [accepted] = await decisions_on(system, "ohmconnect", enroll)
     assert (accepted["outcome"], accepted["failures"], accepted["effective_date"]) == (
         "ACCEPTED", [], date(2025, 7, 7))
@@ -272,7 +261,7 @@ async def test_ohm_hours_enrolls_only_under_an_active_authorization_and_revoking
     # On July 9 the customer revokes it at the utility: the enrollment ends that day.
     revoked_at = utc(2025, 7, 9, 17)
     await lifecycle.advance(revoked_at)
-    await publish(system, by_account(grants_of("ohmconnect"), authorization(
+    await system.publish(by_account(grants_of("ohmconnect"), authorization(
         account_id, grant, "REVOKED", NOW - timedelta(hours=2), revoked_at)))
     states = await states_of(system, account_id, lambda s: s["authorizations"][0]["status"] == "REVOKED")
     assert [period(p) for p in states[-1]["enrollments"]] == [
@@ -281,7 +270,7 @@ async def test_ohm_hours_enrolls_only_under_an_active_authorization_and_revoking
 
     # Without an active authorization, enrolling again is refused.
     again = enrollment_request(account_id, revoked_at, serial, OHM)
-    await publish(system, by_account(requests_of("ohmconnect"), again))
+    await system.publish(by_account(requests_of("ohmconnect"), again))
     [refused_again] = await decisions_on(system, "ohmconnect", again)
     assert (refused_again["outcome"], codes(refused_again)) == ("REJECTED", ["DATA_SHARING_NOT_AUTHORIZED"])
 
@@ -294,8 +283,7 @@ async def test_an_authorization_pending_past_seven_days_is_flagged_for_re_author
     waiting_grant, stale_grant = new_id("AU"), new_id("AU")
 
     # One authorization is requested now; another was requested 8 days ago and is relayed only now.
-    await publish(
-        system,
+    await system.publish(
         by_account(CUSTOMER_ACCOUNTS, customer_account(waiting)),
         by_account(CUSTOMER_ACCOUNTS, customer_account(stale)),
         by_account(grants_of("ohmconnect"), authorization(waiting, waiting_grant, "PENDING", start, start)),
@@ -323,7 +311,7 @@ async def test_an_authorization_pending_past_seven_days_is_flagged_for_re_author
     assert len(states) == 2
 
     # The utility confirms it after all: active, and no longer flagged.
-    await publish(system, by_account(grants_of("ohmconnect"), authorization(
+    await system.publish(by_account(grants_of("ohmconnect"), authorization(
         waiting, waiting_grant, "ACTIVE", start, start + timedelta(days=7, minutes=2))))
     states = await states_of(system, waiting, lambda s: s["authorizations"][0]["status"] == "ACTIVE")
     assert states[-1]["authorizations"][0]["reauthorization_required"] is False
@@ -342,13 +330,13 @@ async def test_authorizations_carrying_personal_data_or_a_utility_credential_are
          "customer_information field 'sce_username' looks like a credential; utility credentials are never accepted"),
     ]
     at = utc(2025, 7, 17, 16)
-    await publish(system, by_account(CUSTOMER_ACCOUNTS, customer_account(account_id)), *[
+    await system.publish(by_account(CUSTOMER_ACCOUNTS, customer_account(account_id)), *[
         by_account(topic, authorization(account_id, new_id("AU-bad"), "PENDING", at, at, information))
         for information, _, _ in refused
     ])
     # Then a record with only what the utility may share, on the same partition after them.
     allowed = new_id("AU")
-    await publish(system, by_account(topic, authorization(
+    await system.publish(by_account(topic, authorization(
         account_id, allowed, "PENDING", at, at, {"meter_id": "M-1", "gas_account": "yes"})))
 
     # Each refused record is a dead letter with its reason, key the source topic.
@@ -379,7 +367,7 @@ async def test_a_request_posted_over_http_is_decided_by_the_worker_and_served_ba
     system = lifecycle.system
     await lifecycle.advance(utc(2025, 7, 21, 17))  # Monday July 21, 10:00 in Los Angeles
     eligible, ineligible = new_id("SA"), new_id("SA")
-    await publish(system, by_account(CUSTOMER_ACCOUNTS, customer_account(eligible)),
+    await system.publish(by_account(CUSTOMER_ACCOUNTS, customer_account(eligible)),
                   by_account(CUSTOMER_ACCOUNTS, customer_account(ineligible, programs=["SDP"])))
 
     # EnergyHub POSTs two requests with its own token.
@@ -450,7 +438,7 @@ async def test_a_thermostat_offline_30_days_in_season_is_removed_without_a_locko
     await lifecycle.advance(start)
     account_id, serial = new_id("SA"), new_id("T")
     enroll = enrollment_request(account_id, start, serial)
-    await publish(system, by_account(CUSTOMER_ACCOUNTS, customer_account(account_id)),
+    await system.publish(by_account(CUSTOMER_ACCOUNTS, customer_account(account_id)),
                   by_account(requests_of("energyhub"), enroll))
     [accepted] = await decisions_on(system, "energyhub", enroll)
     assert (accepted["outcome"], accepted["effective_date"]) == ("ACCEPTED", date(2025, 7, 25))
@@ -458,7 +446,7 @@ async def test_a_thermostat_offline_30_days_in_season_is_removed_without_a_locko
     await asyncio.sleep(SETTLE_S)  # the participation pipeline learns the account is enrolled
 
     # Telemetry reports the thermostat offline on Monday July 28 (noon in Los Angeles).
-    await publish(system, by_account(DEVICE_STATUS, device_status(
+    await system.publish(by_account(DEVICE_STATUS, device_status(
         account_id, serial, "energyhub", "WENT_OFFLINE", utc(2025, 7, 28, 19))))
     await asyncio.sleep(SETTLE_S)
 
@@ -484,7 +472,7 @@ async def test_a_thermostat_offline_30_days_in_season_is_removed_without_a_locko
 
     # So the customer may enroll again at once (effective after Labor Day, September 1)...
     again = enrollment_request(account_id, utc(2025, 8, 27, 17), serial)
-    await publish(system, by_account(requests_of("energyhub"), again))
+    await system.publish(by_account(requests_of("energyhub"), again))
     [reenrolled] = await decisions_on(system, "energyhub", again)
     assert (reenrolled["outcome"], reenrolled["failures"], reenrolled["effective_date"], reenrolled["lockout_until"]) \
         == ("ACCEPTED", [], date(2025, 9, 2), None)
@@ -509,7 +497,7 @@ async def test_the_annual_review_removes_for_overrides_and_minimum_usage_and_loc
     over, usage, fine, late = (new_id("SA") for _ in range(4))
     serials = {account: new_id("T") for account in (over, usage, fine, late)}
     enrolls = {account: enrollment_request(account, start, serials[account]) for account in serials}
-    await publish(system, *[by_account(CUSTOMER_ACCOUNTS, customer_account(account)) for account in serials],
+    await system.publish(*[by_account(CUSTOMER_ACCOUNTS, customer_account(account)) for account in serials],
                   *[by_account(requests_of("resideo"), enrolls[account]) for account in serials])
     decided = await decisions_on(system, "resideo", *enrolls.values())
     assert [(d["outcome"], d["effective_date"]) for d in decided] == [("ACCEPTED", date(2025, 9, 5))] * 4
@@ -518,8 +506,7 @@ async def test_the_annual_review_removes_for_overrides_and_minimum_usage_and_loc
     # September 17, 14:00-16:00 in Los Angeles. EV3 was cancelled; EV4 was for EnergyHub only.
     ev1, ev2, ev3, ev4 = (new_id("EV") for _ in range(4))
     ev1_start, ev2_start = utc(2025, 9, 10, 21), utc(2025, 9, 17, 21)
-    await publish(
-        system,
+    await system.publish(
         (EVENT_LIFECYCLE, ev1, dispatched(ev1, ev1_start, ev1_start + timedelta(hours=2), ["resideo"])),
         (EVENT_LIFECYCLE, ev2, dispatched(ev2, utc(2025, 9, 17, 20), utc(2025, 9, 17, 22), ["resideo"])),
         (EVENT_LIFECYCLE, ev2, dispatched(ev2, ev2_start, ev2_start + timedelta(hours=2), ["resideo"], "UPDATED", 2)),
@@ -534,8 +521,7 @@ async def test_the_annual_review_removes_for_overrides_and_minimum_usage_and_loc
     def override(account: str, event_id: str, at: datetime) -> tuple[str, str, dict]:
         return by_account(DEVICE_STATUS, device_status(account, serials[account], "resideo", "OVERRIDE", at, event_id))
 
-    await publish(
-        system,
+    await system.publish(
         # (b) overrode both events within their first hour (EV2 at 59 minutes); 2.0 kWh before EV1.
         override(over, ev1, ev1_start + timedelta(minutes=10)), override(over, ev2, ev2_start + timedelta(minutes=59)),
         window_usage(over, ev1, "2.0", None),
@@ -583,7 +569,7 @@ async def test_the_annual_review_removes_for_overrides_and_minimum_usage_and_loc
     # A new request inside the lock-out is refused with its reason and the lock-out's last day.
     await worker.advance(utc(2026, 2, 2, 18))
     inside = enrollment_request(over, utc(2026, 2, 2, 18), new_id("T"))
-    await publish(system, by_account(requests_of("resideo"), inside))
+    await system.publish(by_account(requests_of("resideo"), inside))
     [refused] = await decisions_on(system, "resideo", inside)
     assert (refused["outcome"], refused["lockout_until"], refused["effective_date"]) == (
         "REJECTED", date(2027, 1, 30), None)
@@ -597,7 +583,7 @@ async def test_the_annual_review_removes_for_overrides_and_minimum_usage_and_loc
     await worker.advance(utc(2027, 1, 31, 18))
     last_day = enrollment_request(over, utc(2027, 1, 30, 18), new_id("T"))
     day_after = enrollment_request(over, utc(2027, 1, 31, 18), new_id("T"))
-    await publish(system, by_account(requests_of("resideo"), last_day), by_account(requests_of("resideo"), day_after))
+    await system.publish(by_account(requests_of("resideo"), last_day), by_account(requests_of("resideo"), day_after))
     still_locked, allowed = await decisions_on(system, "resideo", last_day, day_after)
     assert (still_locked["outcome"], codes(still_locked), still_locked["lockout_until"]) == (
         "REJECTED", ["REENROLLMENT_LOCKED_OUT"], date(2027, 1, 30))
