@@ -23,8 +23,9 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 
 bootstrap: $(BIN)/.installed ## Create the virtualenv and install pinned dependencies
 
-up: bootstrap ## Start Kafka and PostgreSQL on 127.0.0.1 and create the catalogue's topics (idempotent)
+up: bootstrap ## Start Kafka and PostgreSQL on 127.0.0.1, create the catalogue's topics, apply the database migrations (idempotent)
 	$(GRIDFLEX) stack up
+	$(GRIDFLEX) db migrate
 
 down: ## Stop what `make up` started
 	@test -x $(GRIDFLEX) && $(GRIDFLEX) stack down || $(PYTHON) -m gridflex.stack down

@@ -7,6 +7,12 @@ count) with aiokafka in its own consumer group and hands whole batches of decode
 state (:mod:`gridflex.state`) and queues outputs. It runs inside the service's Faust worker
 (same process, web pages, metrics and clock).
 
+A pipeline whose handler writes Postgres can keep its input positions there instead
+(``positions``): the handler stores the batch's positions (:meth:`Batch.positions`) in the same
+transaction as what the records produced, and a worker assigned a partition starts from the
+stored position, so a replay can never apply a record twice. Such a pipeline keeps no
+changelog-backed state.
+
 Delivery is at-least-once, in this order per batch:
 1. the handler runs; its outputs are queued on the producer without waiting;
 2. once every output is acknowledged, the batch's state changes go to the changelog;
@@ -89,6 +95,20 @@ class Batch:
         for record in self.records:
             groups.setdefault(record.partition, []).append(record)
         return groups
+
+    def positions(self) -> dict[tuple[str, int], int]:
+        """The next offset to read of each (topic, partition) in this batch, once it is applied."""
+        positions: dict[tuple[str, int], int] = {}
+        for record in self.records:
+            positions[record.topic, record.partition] = record.offset + 1
+        return positions
+
+    async def deliver(self) -> None:
+        """Send the outputs queued so far and wait until Kafka has them: a handler that commits
+        its input positions itself (to Postgres) calls this first, so that a crash between the
+        two can repeat an output but never lose one."""
+        outputs, self.outputs = self.outputs, []
+        await self._pipeline.deliver(outputs)
 
     def again(self) -> None:
         """Ask for the next batch at once, with or without input: the handler has work of its own
@@ -186,7 +206,8 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
         topic_suffix: str, handler: Handler,
         codec_for: Callable[[str], RecordCodec], bootstrap_servers: str, replication_factor: int, instance_id: str | None,
         state_dir: Path, state_name: str, dead_letter_topic: str, clock: Any,
-        batch_size: int, batch_within_s: float, idle_every_s: float | None = None, **kwargs: Any,
+        batch_size: int, batch_within_s: float, idle_every_s: float | None = None,
+        positions: Callable[[list[TopicPartition]], Awaitable[dict[TopicPartition, int]]] | None = None, **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.service = service
@@ -210,6 +231,8 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
         # When set, the handler also runs on an empty batch this often without input, so that
         # what is due by time (deadlines in the state) happens even when nothing arrives.
         self.idle_every_s = idle_every_s
+        # Where the handler keeps its input positions (see the module's docstring); None: Kafka.
+        self.stored_positions = positions
         self.stores: dict[int, PartitionStore] = {}
         self.again = False  # the handler asked for another batch at once (Batch.again)
         self.ready = asyncio.Event()
@@ -240,7 +263,9 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
 
     async def on_start(self) -> None:
         sources = [self.topic_name(topic) for topic in self.topics if "{provider_id}" not in topic]
-        await self._create_changelog(sources)
+        await self._check_sources(sources)
+        if self.stored_positions is None:
+            await self._create_changelog()
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap_servers, acks="all", enable_idempotence=True,
             linger_ms=5, max_batch_size=512 * 1024, client_id=f"{self.service}-{self.name}",
@@ -277,9 +302,8 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
             store.close()
         self.stores.clear()
 
-    async def _create_changelog(self, sources: list[str]) -> None:
-        """Create the compacted changelog (one partition per input partition) if missing; the
-        named source topics must exist, with the catalogue's partition count."""
+    async def _check_sources(self, sources: list[str]) -> None:
+        """The named source topics must exist, with the catalogue's partition count."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=f"{self.service}-admin")
         await admin.start()
         try:
@@ -291,6 +315,14 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
                 if len(described["partitions"]) != self.partitions:
                     raise RuntimeError(f"topic {source} has {len(described['partitions'])} partitions; "
                                        f"the topic catalogue says {self.partitions}")
+        finally:
+            await admin.close()
+
+    async def _create_changelog(self) -> None:
+        """Create the compacted changelog (one partition per input partition) if missing."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=f"{self.service}-admin")
+        await admin.start()
+        try:
             try:
                 await admin.create_topics([NewTopic(
                     self.changelog_topic, self.partitions, self.replication_factor,
@@ -315,6 +347,13 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
             log.info("partitions revoked", pipeline=self.name, partitions=sorted(tp.partition for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        if self.stored_positions is not None:
+            for tp, offset in (await self.stored_positions(assigned)).items():
+                self._consumer.seek(tp, offset)
+            log.info("partitions assigned", pipeline=self.name, partitions=sorted(tp.partition for tp in assigned),
+                     positions="stored")
+            self.ready.set()
+            return
         opened = []
         for tp in assigned:
             if tp.partition >= self.partitions:
@@ -381,6 +420,18 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
             timestamps[tp.topic] += [m.timestamp for m in messages]
         offsets = {tp: messages[-1].offset + 1 for tp, messages in fetched.items() if messages}
         await self._commits.put(_PendingCommit(deliveries, counts, writes, offsets, timestamps))
+
+    async def deliver(self, outputs: list[Output]) -> None:
+        """Send outputs now and wait for every acknowledgment (see :meth:`Batch.deliver`)."""
+        by_partition: dict[tuple[str, int], list[tuple[bytes, bytes]]] = defaultdict(list)
+        for output in outputs:
+            partitions = self._partition_counts.get(output.topic) or await self._partition_count(output.topic)
+            by_partition[output.topic, key_partition(output.key, partitions)].append((output.key, output.value))
+        deliveries = [delivery for (topic, partition), records in by_partition.items()
+                      for delivery in await self._send(TopicPartition(topic, partition), records)]
+        await asyncio.gather(*(delivery.future for delivery in deliveries))
+        for output in outputs:
+            RECORDS_OUT.labels(self.service, output.topic.removesuffix(self.topic_suffix)).inc()
 
     async def _send(self, tp: TopicPartition, records: Iterable[tuple[bytes, bytes | None]]) -> list[_Delivery]:
         """Queue records for one partition in as few producer batches as fit; nothing is awaited

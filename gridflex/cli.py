@@ -14,7 +14,7 @@ from gridflex import stack as local_stack
 from gridflex.settings import ServiceSettings
 from gridflex.topics import CLOCK, InvalidProviderId, TopicCatalogue, create_topics
 
-SERVICES = ("telemetry", "enrollment", "dispatch", "baseline")
+SERVICES = ("telemetry", "enrollment", "dispatch", "baseline", "settlement")
 
 
 def _settings() -> ServiceSettings:
@@ -135,6 +135,32 @@ def partner_credential(provider_id: str, revoke: bool) -> None:
 
 
 @main.group()
+def operator() -> None:
+    """Operators: people and systems (billing) that read every account through the APIs."""
+
+
+@operator.command("credential")
+@click.argument("operator_id")
+@click.option("--revoke", is_flag=True, help="Revoke every token of OPERATOR_ID instead of minting one.")
+def operator_credential(operator_id: str, revoke: bool) -> None:
+    """Mint an API token for OPERATOR_ID (e.g. billing), printed once, or --revoke all its tokens."""
+    from gridflex.db import Database
+
+    async def apply() -> str:
+        database = Database(_settings().database_url)
+        try:
+            if revoke:
+                return f"{operator_id}: {await database.revoke_credentials(operator_id, 'operator')} token(s) revoked"
+            return await database.mint_credential(operator_id, "operator")
+        finally:
+            await database.close()
+
+    click.echo(asyncio.run(apply()))
+    if not revoke:
+        click.echo("Store this token now: only its SHA-256 is kept, it cannot be shown again.", err=True)
+
+
+@main.group()
 def db() -> None:
     """The PostgreSQL schema (migrations/*.sql)."""
 
@@ -142,16 +168,9 @@ def db() -> None:
 @db.command("migrate")
 def db_migrate() -> None:
     """Apply the migrations not applied yet (idempotent; safe while services run)."""
-    from gridflex.db import create_pool, migrate
+    from gridflex.db import migrate_now
 
-    async def apply() -> list[str]:
-        pool = await create_pool(_settings().database_url, max_size=1)
-        try:
-            return await migrate(pool)
-        finally:
-            await pool.close()
-
-    applied = asyncio.run(apply())
+    applied = migrate_now(_settings().database_url)
     click.echo("\n".join(f"applied {version}" for version in applied) if applied else "migrations: all applied")
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 import socket
 from datetime import datetime
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import faust
 import structlog
 from aiohttp.web import Response
+from aiokafka import TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from gridflex.batch import BatchPipeline, Handler
@@ -84,6 +85,7 @@ class ServiceRuntime:
 
     def batch_pipeline(
         self, topics: str | list[str], handler: Handler, state_name: str, idle_every_s: float | None = None,
+        positions: Callable[[list[TopicPartition]], Awaitable[dict[TopicPartition, int]]] | None = None,
     ) -> BatchPipeline:
         """Consume ``topics`` in large batches outside Faust's per-event path (see gridflex.batch).
 
@@ -93,7 +95,10 @@ class ServiceRuntime:
         goes to one worker and shares its store. Runs in this worker, in its own consumer group,
         with changelog-backed state named ``state_name``; the worker reports healthy only once
         the pipeline's state is restored. With ``idle_every_s``, the handler also gets an empty
-        batch that often when no input arrives (for deadlines kept in the state).
+        batch that often when no input arrives (for deadlines kept in the state). With
+        ``positions`` (a handler that stores its input positions in Postgres, with what they
+        produced), the pipeline keeps no state of its own and starts each assigned partition
+        where ``positions`` says.
         """
         topics = [topics] if isinstance(topics, str) else list(topics)
         partitions = {self.catalogue.spec(topic).partitions for topic in topics}
@@ -118,7 +123,7 @@ class ServiceRuntime:
             state_dir=self.state_dir, state_name=state_name,
             dead_letter_topic=DEAD_LETTER_TOPIC, clock=self.clock,
             batch_size=self.settings.batch_size, batch_within_s=self.settings.batch_within_s,
-            idle_every_s=idle_every_s,
+            idle_every_s=idle_every_s, positions=positions,
         )
         self._pipelines.append(pipeline)
 

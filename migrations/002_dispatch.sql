@@ -1,3 +1,4 @@
+-- depends: 001_enrollment
 -- Dispatch: every step of every energy event, the current state of each event, and each
 -- thermostat's instructions and acknowledgment (the projection the `gridflex events` command reads).
 

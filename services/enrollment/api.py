@@ -12,23 +12,19 @@ Tokens, bodies and account data never go to the logs.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import structlog
 import yaml
 from aiohttp.web import Request, Response, json_response
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
-from faust.web import View
 
-from gridflex.clock import ClockNotStarted
-from gridflex.db import TRANSIENT_ERRORS
 from gridflex.streaming import ServiceRuntime
 from gridflex.topics import ENROLLMENT_REQUESTS
 from gridflex.db import json_ready
+from gridflex.web import Handler, Refused, add_route, bearer_token, error_response, unauthorized
 from services.enrollment.projection import Database, RequestIdReused
 from services.enrollment.requests import InvalidRequest, enrollment_request, parse_submission, parse_wait
 
@@ -40,27 +36,8 @@ POLL_INTERVAL_S = 0.2
 PRODUCE_TIMEOUT_MS = 10_000  # a request waits this long for Kafka before the provider is told to retry
 
 
-class Refused(Exception):
-    """A request answered with an error: carries the response."""
-
-    def __init__(self, response: Response):
-        super().__init__(response.status)
-        self.response = response
-
-
-def error_response(status: int, error: str, reason: str, headers: dict | None = None) -> Response:
-    return json_response({"error": error, "reason": reason}, status=status, headers=headers)
-
-
 def problems_response(error: InvalidRequest) -> Response:
     return json_response({"errors": [{"field": p.field, "problem": p.problem} for p in error.problems]}, status=422)
-
-
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header."""
-    scheme, _, token = (authorization or "").partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
 
 
 # -- what a provider sees ----------------------------------------------------------------------
@@ -152,28 +129,6 @@ class RequestPublisher:
 # -- routes ------------------------------------------------------------------------------------
 
 
-Handler = Callable[..., Awaitable[Response]]
-
-
-def _answering(handler: Handler) -> Callable[..., Awaitable[Response]]:
-    """Turns refusals, invalid input and unavailable dependencies into responses."""
-
-    @functools.wraps(handler)
-    async def answer(view: View, request: Request, **match: str) -> Response:
-        try:
-            return await handler(request, **match)
-        except Refused as refused:
-            return refused.response
-        except InvalidRequest as invalid:
-            return problems_response(invalid)
-        except (*TRANSIENT_ERRORS, KafkaError, ClockNotStarted) as exc:
-            log.warning("request failed: a dependency is unavailable", route=handler.__name__, error=type(exc).__name__)
-            return error_response(503, "unavailable", "the service cannot answer now; try again shortly",
-                                  headers={"Retry-After": "5"})
-
-    return answer
-
-
 def add_routes(runtime: ServiceRuntime, database: Database) -> None:
     """Register the provider API (documented in openapi.yaml) on the service's web server."""
     app = runtime.app
@@ -181,16 +136,14 @@ def add_routes(runtime: ServiceRuntime, database: Database) -> None:
     document = json.dumps(yaml.safe_load(OPENAPI_PATH.read_text()))
 
     def route(method: str, path: str, handler: Handler) -> None:
-        app.page(path, name=handler.__name__)(type(handler.__name__, (View,), {method: _answering(handler)}))
+        add_route(app, method, path, handler, errors={InvalidRequest: problems_response})
 
     async def caller(request: Request, provider_id: str) -> str:
         """The provider whose token came with the request; it must be the one in the path."""
         token = bearer_token(request.headers.get("Authorization"))
         caller_id = await database.provider_of_token(token) if token else None
         if caller_id is None:
-            challenge = 'Bearer realm="gridflex"' + (', error="invalid_token"' if token else "")
-            raise Refused(error_response(401, "unauthorized", "a valid bearer token is required",
-                                         headers={"WWW-Authenticate": challenge}))
+            raise unauthorized(token)
         if caller_id != provider_id:
             log.info("request refused: another provider's path", caller=caller_id, provider_id=provider_id)
             raise Refused(error_response(403, "forbidden",

@@ -12,8 +12,6 @@ import time, before any event loop runs.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -115,10 +113,6 @@ def projection_rows(records: Iterable[InputRecord]) -> ProjectionRows:
     return ProjectionRows(list(decisions.values()), list(accounts.values()), rejected)
 
 
-def token_digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
-
-
 async def _write(connection: asyncpg.Connection, rows: ProjectionRows) -> None:
     if rows.decisions:
         await connection.execute(INSERT_DECISIONS, *columns(rows.decisions))
@@ -127,7 +121,7 @@ async def _write(connection: asyncpg.Connection, rows: ProjectionRows) -> None:
 
 
 class Database(db.Database):
-    """The enrollment tables: projection writes, API reads, submissions and provider credentials."""
+    """The enrollment tables: projection writes, API reads and submissions (credentials: gridflex.db)."""
 
     async def project(self, batch: Batch) -> None:
         """Write a batch of decisions and account states; wait out a Postgres outage, never skip."""
@@ -207,33 +201,4 @@ class Database(db.Database):
         return await pool.fetchval(
             "SELECT EXISTS (SELECT 1 FROM enrollment_submissions WHERE provider_id = $1 AND request_id = $2)",
             provider_id, request_id,
-        )
-
-    # -- provider credentials -----------------------------------------------------------------
-
-    async def mint_credential(self, provider_id: str) -> str:
-        """A new API token for the provider; only its SHA-256 is kept, so show it now or never."""
-        token = secrets.token_urlsafe(32)
-        pool = await self.pool()
-        await pool.execute(
-            "INSERT INTO provider_credentials (token_sha256, provider_id) VALUES ($1, $2)",
-            token_digest(token), provider_id,
-        )
-        return token
-
-    async def revoke_credentials(self, provider_id: str) -> int:
-        """Revoke every token of the provider; returns how many were still valid."""
-        pool = await self.pool()
-        status = await pool.execute(
-            "UPDATE provider_credentials SET revoked_at = now() WHERE provider_id = $1 AND revoked_at IS NULL",
-            provider_id,
-        )
-        return int(status.split()[-1])
-
-    async def provider_of_token(self, token: str) -> str | None:
-        """The provider a valid (not revoked) token belongs to."""
-        pool = await self.pool()
-        return await pool.fetchval(
-            "SELECT provider_id FROM provider_credentials WHERE token_sha256 = $1 AND revoked_at IS NULL",
-            token_digest(token),
         )

@@ -1,0 +1,1 @@
+"""Settlement: credits, bonuses and bill periods into the billing ledger."""

@@ -1,0 +1,243 @@
+"""The billing ledger in Postgres: settlement's only store.
+
+Each batch of input is applied in one transaction that
+1. locks the positions of the batch's partitions and drops records already applied (a replay,
+   or a worker that lost its partitions mid-batch, cannot apply a record twice);
+2. locks the accounts the batch touches, in one order (postings of one account are serialized
+   across workers, so caps see every line before them), and loads what settling needs: their
+   bill cycle days and enrollments, cap usage, and how each cause last settled;
+3. has the pure domain (:mod:`services.settlement.domain`) decide the lines;
+4. writes the lines and their balanced entries with COPY, the results, and the positions.
+
+The schema is migrations/003_settlement.sql; database constraints enforce balance,
+append-only lines and one line per idempotency key, whatever the code does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+import asyncpg
+import orjson
+import structlog
+from aiokafka import TopicPartition
+
+from gridflex import db
+from gridflex.batch import InputRecord
+from gridflex.calendar import bill_period, local_date, local_day_bounds
+from gridflex.db import JsonText, columns
+from services.settlement.domain.credits import Earned
+from services.settlement.domain.postings import CapUsage, LineDraft, PostedLine, Prior, Settled
+
+log = structlog.get_logger(__name__)
+
+LINE_COLUMNS = [
+    "line_id", "idempotency_key", "service_account_id", "program_id", "provider_id", "credit_type", "event_id",
+    "bill_period_start", "bill_period_end", "cap_year", "cap_period_start", "amount_cents", "reverses_line_id",
+    "cause", "posted_at",
+]
+ENTRY_COLUMNS = ["line_id", "ledger_account", "ledger_account_id", "amount_cents"]
+
+UPSERT_RESULTS = """
+INSERT INTO settlement_results AS stored (cause_key, revision, service_account_id, program_id, credit_type, event_id,
+    status, reason, baseline_kwh, actual_kwh, reduction_kwh, earned_cents, paid_cents, line_id, detail, updated_at)
+SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+    $9::numeric[], $10::numeric[], $11::numeric[], $12::bigint[], $13::bigint[], $14::bigint[], $15::text[]::jsonb[],
+    $16::timestamptz[])
+ON CONFLICT (cause_key) DO UPDATE SET revision = excluded.revision, status = excluded.status, reason = excluded.reason,
+    baseline_kwh = excluded.baseline_kwh, actual_kwh = excluded.actual_kwh, reduction_kwh = excluded.reduction_kwh,
+    earned_cents = excluded.earned_cents, paid_cents = excluded.paid_cents, line_id = excluded.line_id,
+    detail = excluded.detail, updated_at = excluded.updated_at
+"""
+
+
+@dataclass
+class Account:
+    service_account_id: str
+    bill_cycle_day: int | None
+    enrollments: list[dict]
+
+    def periods(self, program_id: str) -> list[dict]:
+        return [period for period in self.enrollments if period["program_id"] == program_id]
+
+
+@dataclass
+class PostingContext:
+    """What settling a batch reads, loaded under the batch's locks."""
+
+    accounts: dict[str, Account]
+    usage: CapUsage
+    priors: dict[str, Prior]
+    last_closed: date | None
+    now: datetime
+    line_ids: Iterable[int] = iter(())
+    settled: list[Settled] = field(default_factory=list)
+    results: list[tuple] = field(default_factory=list)
+
+    def posting_day(self) -> date:
+        """Today, or the first day not closed yet: a closed period's lines are disbursed already."""
+        today = local_date(self.now)
+        return today if self.last_closed is None or today > self.last_closed else self.last_closed + timedelta(days=1)
+
+    def posting_period(self, account: Account) -> tuple[date, date]:
+        return bill_period(self.posting_day(), account.bill_cycle_day)
+
+    def record(self, settled: Settled | None, earned: Earned, extra: dict | None = None) -> None:
+        """Keep what a cause settled to (lines to post, the result row), and make it the prior
+        of a later record of the same cause in this batch."""
+        if settled is None:
+            return
+        for line in settled.lines:
+            line.line_id = next(self.line_ids)
+        self.settled.append(settled)
+        credit = settled.credit
+        self.priors[earned.cause_key] = Prior(earned.revision, None if credit is None else PostedLine(
+            credit.line_id, credit.amount_cents, credit.cap_year, credit.cap_period_start, credit.provider_id,
+            credit.credit_type,
+        ))
+        extra = extra or {}
+        self.results.append((
+            earned.cause_key, earned.revision, earned.service_account_id, earned.program_id, earned.credit_type,
+            earned.event_id, earned.status, earned.reason, extra.get("baseline_kwh"), extra.get("actual_kwh"),
+            extra.get("reduction_kwh"), int(earned.amount * 100), settled.paid_cents,
+            None if credit is None else credit.line_id,
+            orjson.dumps({**earned.detail, "caps_applied": settled.caps_applied}).decode(), self.now,
+        ))
+
+
+class Ledger(db.Database):
+    """Settlement's tables: batch application, closes, and the reads of the HTTP API."""
+
+    # -- positions -----------------------------------------------------------------------------
+
+    async def stored_positions(self, consumer: str, assigned: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Where to start each assigned partition: the stored position, or its beginning."""
+        pool = await self.pool()
+        rows = await pool.fetch(
+            "SELECT topic, partition, next_offset FROM settlement_positions WHERE consumer = $1", consumer)
+        stored = {(row["topic"], row["partition"]): row["next_offset"] for row in rows}
+        return {tp: stored.get((tp.topic, tp.partition), 0) for tp in assigned}
+
+    async def unapplied(self, connection: asyncpg.Connection, consumer: str, records: list[InputRecord],
+                        ) -> list[InputRecord]:
+        """Lock the positions of the batch's partitions; the records not applied yet."""
+        partitions = sorted({(record.topic, record.partition) for record in records})
+        if not partitions:
+            return []
+        topics, numbers = zip(*partitions)
+        await connection.execute(
+            "INSERT INTO settlement_positions (consumer, topic, partition, next_offset)"
+            " SELECT $1, * FROM unnest($2::text[], $3::int[]), (VALUES (0::bigint)) v ON CONFLICT DO NOTHING",
+            consumer, list(topics), list(numbers))
+        rows = await connection.fetch(
+            "SELECT topic, partition, next_offset FROM settlement_positions"
+            " WHERE consumer = $1 AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[]))"
+            " ORDER BY topic, partition FOR UPDATE", consumer, list(topics), list(numbers))
+        applied_up_to = {(row["topic"], row["partition"]): row["next_offset"] for row in rows}
+        fresh = [record for record in records if record.offset >= applied_up_to[record.topic, record.partition]]
+        if len(fresh) < len(records):
+            log.info("records already applied are skipped", count=len(records) - len(fresh))
+        return fresh
+
+    async def store_positions(self, connection: asyncpg.Connection, consumer: str,
+                              positions: dict[tuple[str, int], int]) -> None:
+        if not positions:
+            return
+        (topics, numbers), offsets = zip(*positions.keys()), list(positions.values())
+        await connection.execute(
+            "UPDATE settlement_positions p SET next_offset = greatest(p.next_offset, v.next_offset)"
+            " FROM unnest($2::text[], $3::int[], $4::bigint[]) AS v (topic, partition, next_offset)"
+            " WHERE p.consumer = $1 AND p.topic = v.topic AND p.partition = v.partition",
+            consumer, list(topics), list(numbers), offsets)
+
+    # -- loading under locks --------------------------------------------------------------------
+
+    async def context(self, connection: asyncpg.Connection, accounts: Iterable[str], cause_keys: Iterable[str],
+                      now: datetime, max_lines: int) -> PostingContext:
+        """Lock the accounts (in one order) and load what settling them needs."""
+        accounts = sorted(set(accounts))
+        closed = await connection.fetchval("SELECT last_closed_day FROM settlement_closes FOR SHARE")
+        rows = await connection.fetch(
+            "SELECT service_account_id, bill_cycle_day, enrollments::text FROM settlement_accounts"
+            " WHERE service_account_id = ANY($1::text[]) ORDER BY service_account_id FOR UPDATE", accounts)
+        found = {row["service_account_id"]: Account(row["service_account_id"], row["bill_cycle_day"],
+                                                     enrollment_periods(row["enrollments"])) for row in rows}
+        usage = await self._usage(connection, accounts)
+        priors = await self._priors(connection, cause_keys)
+        ids = await self._line_ids(connection, max_lines)
+        return PostingContext(found, usage, priors, closed, now, iter(ids))
+
+    async def _usage(self, connection: asyncpg.Connection, accounts: list[str]) -> CapUsage:
+        rows = await connection.fetch(
+            "SELECT service_account_id, program_id, credit_type, cap_year, cap_period_start, sum(amount_cents) AS cents"
+            " FROM ledger_lines WHERE service_account_id = ANY($1::text[])"
+            " GROUP BY service_account_id, program_id, credit_type, cap_year, cap_period_start", accounts)
+        used: dict[tuple, int] = {}
+        for row in rows:
+            key = (row["service_account_id"], row["program_id"], row["credit_type"])
+            cents = int(row["cents"])  # sum(bigint) is numeric
+            used[(*key, "year", row["cap_year"])] = used.get((*key, "year", row["cap_year"]), 0) + cents
+            if row["cap_period_start"] is not None:
+                used[(*key, "period", row["cap_period_start"])] = cents
+        return CapUsage(used)
+
+    async def _priors(self, connection: asyncpg.Connection, cause_keys: Iterable[str]) -> dict[str, Prior]:
+        rows = await connection.fetch(
+            "SELECT r.cause_key, r.revision, l.line_id, l.amount_cents, l.cap_year, l.cap_period_start, l.provider_id,"
+            " l.credit_type FROM settlement_results r LEFT JOIN ledger_lines l ON l.line_id = r.line_id"
+            " WHERE r.cause_key = ANY($1::text[])", list(set(cause_keys)))
+        return {row["cause_key"]: Prior(row["revision"], None if row["line_id"] is None else PostedLine(
+            row["line_id"], row["amount_cents"], row["cap_year"], row["cap_period_start"], row["provider_id"],
+            row["credit_type"])) for row in rows}
+
+    async def _line_ids(self, connection: asyncpg.Connection, count: int) -> list[int]:
+        if count <= 0:
+            return []
+        rows = await connection.fetch("SELECT nextval('ledger_line_ids') AS id FROM generate_series(1, $1)", count)
+        return [row["id"] for row in rows]
+
+    # -- writing --------------------------------------------------------------------------------
+
+    async def post(self, connection: asyncpg.Connection, context: PostingContext) -> list[LineDraft]:
+        """Post the batch's lines with their entries, and remember each cause's result."""
+        lines = [line for settled in context.settled for line in settled.lines]
+        if lines:
+            await post_lines(connection, lines, context.now)
+        if context.results:
+            await connection.execute(UPSERT_RESULTS, *columns(context.results))
+        return lines
+
+
+async def post_lines(connection: asyncpg.Connection, lines: list[LineDraft], posted_at: datetime) -> None:
+    """COPY lines, then their entries (customer credit, program incentive expense), in one
+    statement each: the balance trigger checks every line's entries together."""
+    await connection.copy_records_to_table("ledger_lines", columns=LINE_COLUMNS, records=[
+        (line.line_id, line.idempotency_key, line.service_account_id, line.program_id, line.provider_id,
+         line.credit_type, line.event_id, line.bill_period[0], line.bill_period[1], line.cap_year,
+         line.cap_period_start, line.amount_cents, line.reverses_line_id, JsonText(orjson.dumps(line.cause).decode()),
+         posted_at)
+        for line in lines
+    ])
+    await connection.copy_records_to_table("ledger_entries", columns=ENTRY_COLUMNS, records=[
+        entry for line in lines for entry in (
+            (line.line_id, "CUSTOMER_CREDIT", line.service_account_id, -line.amount_cents),
+            (line.line_id, "PROGRAM_INCENTIVE_EXPENSE", line.program_id, line.amount_cents),
+        )
+    ])
+
+
+def enrollment_periods(text: str) -> list[dict]:
+    """Enrollment periods as stored (JSON), with their dates as dates."""
+    periods = orjson.loads(text)
+    for period in periods:
+        period["effective_from"] = date.fromisoformat(period["effective_from"])
+        if period["effective_to"] is not None:
+            period["effective_to"] = date.fromisoformat(period["effective_to"])
+    return periods
+
+
+def day_closes_at(day: date) -> datetime:
+    """A bill period closes at the end of its last local day."""
+    return local_day_bounds(day)[1]
