@@ -22,7 +22,7 @@ from bench import RESULTS_DIR
 from bench.console import progress, table
 
 BENCHMARKS = {"ingest": "bench.ingest", "enrollment": "bench.enrollment", "dispatch": "bench.dispatch",
-              "baseline": "bench.baseline"}
+              "baseline": "bench.baseline", "settlement": "bench.settlement"}
 
 
 def main(argv: list[str]) -> int:
