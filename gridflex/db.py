@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
 import orjson
+import psycopg
 import structlog
 from yoyo import get_backend, read_migrations
 
@@ -47,6 +48,7 @@ TRANSIENT_ERRORS = (
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
     asyncpg.TransactionRollbackError,
+    psycopg.OperationalError,  # yoyo's connection, when the migrations run on first use
 )
 
 
