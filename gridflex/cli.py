@@ -113,19 +113,24 @@ def partner_add(provider_id: str) -> None:
 def partner_credential(provider_id: str, revoke: bool) -> None:
     """Mint an API token for PROVIDER_ID, printed once (only its SHA-256 is stored), or --revoke all its tokens."""
     from gridflex.topics import validate_provider_id
-    from services.enrollment.projection import Database
 
     try:
         validate_provider_id(provider_id)
     except InvalidProviderId as exc:
         raise click.BadParameter(str(exc), param_hint="PROVIDER_ID") from None
+    _credential(provider_id, "provider", revoke)
+
+
+def _credential(owner: str, role: str, revoke: bool) -> None:
+    """Mint a token for ``owner`` (printed once) or revoke all of its tokens."""
+    from gridflex.db import Database
 
     async def apply() -> str:
         database = Database(_settings().database_url)
         try:
             if revoke:
-                return f"{provider_id}: {await database.revoke_credentials(provider_id)} token(s) revoked"
-            return await database.mint_credential(provider_id)
+                return f"{owner}: {await database.revoke_credentials(owner, role)} token(s) revoked"
+            return await database.mint_credential(owner, role)
         finally:
             await database.close()
 
@@ -144,20 +149,7 @@ def operator() -> None:
 @click.option("--revoke", is_flag=True, help="Revoke every token of OPERATOR_ID instead of minting one.")
 def operator_credential(operator_id: str, revoke: bool) -> None:
     """Mint an API token for OPERATOR_ID (e.g. billing), printed once, or --revoke all its tokens."""
-    from gridflex.db import Database
-
-    async def apply() -> str:
-        database = Database(_settings().database_url)
-        try:
-            if revoke:
-                return f"{operator_id}: {await database.revoke_credentials(operator_id, 'operator')} token(s) revoked"
-            return await database.mint_credential(operator_id, "operator")
-        finally:
-            await database.close()
-
-    click.echo(asyncio.run(apply()))
-    if not revoke:
-        click.echo("Store this token now: only its SHA-256 is kept, it cannot be shown again.", err=True)
+    _credential(operator_id, "operator", revoke)
 
 
 @main.group()

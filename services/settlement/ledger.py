@@ -178,9 +178,9 @@ class Ledger(db.Database):
         for row in rows:
             key = (row["service_account_id"], row["program_id"], row["credit_type"])
             cents = int(row["cents"])  # sum(bigint) is numeric
-            used[(*key, "year", row["cap_year"])] = used.get((*key, "year", row["cap_year"]), 0) + cents
-            if row["cap_period_start"] is not None:
-                used[(*key, "period", row["cap_period_start"])] = cents
+            for scope in ((*key, "year", row["cap_year"]), (*key, "period", row["cap_period_start"])):
+                if scope[-1] is not None:
+                    used[scope] = used.get(scope, 0) + cents
         return CapUsage(used)
 
     async def _priors(self, connection: asyncpg.Connection, cause_keys: Iterable[str]) -> dict[str, Prior]:
