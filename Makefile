@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
 		echo "python venv missing: installing python3-venv"; apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,demo]'
 	@touch $@
 
 bootstrap: $(BIN)/.installed ## Create the virtualenv and install pinned dependencies

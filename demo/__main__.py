@@ -1,6 +1,6 @@
-"""`make demo`: providers enroll thermostats in the SCE Smart Energy Program, then one summer day
-of household meter reads and an energy event, through the enrollment, telemetry, dispatch and
-baseline services.
+"""`make demo`: providers enroll thermostats in the SCE Smart Energy Program, one summer day of
+household meter reads and an energy event in detail, then the rest of the summer on the three
+programs open in 2025, settled in the billing ledger: all five services, end to end.
 
 What it shows, on the local stack (`make up`) and nothing else:
 
@@ -26,6 +26,13 @@ What it shows, on the local stack (`make up`) and nothing else:
   hour on /metrics, then gets its CSRL baseline, actual usage and reduction, one only after its
   held-back read arrives the next morning, one revised by a corrected read; each figure checked
   against an oracle worked out from the sample data;
+- the rest of the summer (demo.summer, demo.summer_phase): more households sign up for Save Power
+  Days and ohm-hours; the clock runs a day at a time to the end of September, with every
+  account's reads and events on all three programs; thermostats follow, override or are offline;
+  late and corrected reads, a customer who leaves, malformed records; every bill period closes;
+- the settlement report (demo.settlement_report, demo.html_report): per event and per program,
+  statements with each line's cause, checked cent for cent against an oracle; also written as
+  HTML with charts to var/demo/settlement-report.html;
 - at the end, read back from the services' outputs (topics, /metrics, the HTTP API) and checked
   against what was sent: decisions with every failed rule, effective dates, sign-up bonuses,
   enrollment state; clean intervals vs dead letters, the day's load per profile, device status.
@@ -48,13 +55,14 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Callable
 
 import asyncpg
 from aiokafka.errors import KafkaError
 
 from gridflex import REPO_ROOT
-from gridflex.calendar import LOCAL_ZONE
+from gridflex.calendar import LOCAL_ZONE, local_date
 from gridflex.db import with_search_path
 from gridflex.kafka_io import RecordProducer
 from gridflex.processes import ServiceFailed, ServiceProcess, isolated_env, isolated_topics
@@ -109,10 +117,17 @@ from demo.enrollment_phase import ProviderApi, run_enrollment
 from demo.enrollment_report import EnrollmentMetrics, EnrollmentOutputs, EnrollmentReport
 from demo.greenbutton import SAMPLE_YEAR_CSV, REPLAY_WEEKS, OutsideSampleYear, SampleYear, replayed_days, sample_day
 from demo.report import Outputs, Report, TelemetryMetrics, decoded
-from demo.scenario import MIN_ACCOUNTS, DayScenario, SimulatedHour, build_day
+from demo.scenario import WH_PER_UNIT, MIN_ACCOUNTS, DayScenario, Outgoing, SimulatedHour, build_day
+from demo.html_report import check_curves, event_curves, write_html
+from demo.settlement_report import SettlementReport, read_ledger
+from demo.summer import PROVIDERS_BY_PROGRAM, SummerPlan, plan_summer
+from demo.summer_phase import SummerServices, run_summer, settle_summer
 
 LOG_DIR = REPO_ROOT / "var" / "log"
-LOGS = {service: LOG_DIR / f"demo-{service}.log" for service in ("enrollment", "telemetry", "dispatch", "baseline")}
+LOGS = {service: LOG_DIR / f"demo-{service}.log"
+        for service in ("enrollment", "telemetry", "dispatch", "baseline", "settlement")}
+HTML_REPORT = REPO_ROOT / "var" / "demo" / "settlement-report.html"
+ALL_PROVIDERS = (*PROVIDERS, *(p for providers in PROVIDERS_BY_PROGRAM.values() for p in providers if p not in PROVIDERS))
 HOUR_TIMEOUT_S = 60.0  # for the service to handle one hour's reads (a rebalance can pause it for seconds)
 QUIET_S = 5.0  # … or to show no progress at all, short of handling them
 DEVICE_TIMEOUT_S = 60.0  # partner topics are discovered every 10 s, then subscribed after a rebalance
@@ -131,6 +146,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the enrollment service's port (HTTP API and /metrics)")
     parser.add_argument("--dispatch-port", type=int, default=8103, help="the dispatch service's /metrics port")
     parser.add_argument("--baseline-port", type=int, default=8104, help="the baseline service's /metrics port")
+    parser.add_argument("--settlement-port", type=int, default=8105,
+                        help="the settlement service's port (HTTP API and /metrics)")
     args = parser.parse_args(argv)
     if args.accounts < MIN_ACCOUNTS:
         parser.error(f"--accounts must be at least {MIN_ACCOUNTS}")
@@ -159,15 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     enrollment = build_enrollment(scenario, programs, args.seed)
     event_plan = plan_events(scenario.day, scenario.hours[0].start)
     baseline_plan = plan_baseline(sample, scenario, enrollment, event_plan, args.seed)
+    summer = plan_summer(sample, scenario, enrollment, programs, scenario.day - timedelta(days=HISTORY_DAYS), args.seed)
     suffix = f"-demo-{secrets.token_hex(3)}"
     settings = ServiceSettings(topic_suffix=suffix)
     schema = f"demo_{suffix.rsplit('-', 1)[1]}"
     database_url = with_search_path(settings.database_url, schema)
     zone = scenario.hours[0].start.astimezone(LOCAL_ZONE).tzname()
-    introduce(scenario, enrollment, baseline_plan, settings, args, zone, schema)
+    introduce(scenario, enrollment, baseline_plan, summer, settings, args, zone, schema)
 
     ports = {"enrollment": (args.enrollment_port, "--enrollment-port"), "telemetry": (args.web_port, "--web-port"),
-             "dispatch": (args.dispatch_port, "--dispatch-port"), "baseline": (args.baseline_port, "--baseline-port")}
+             "dispatch": (args.dispatch_port, "--dispatch-port"), "baseline": (args.baseline_port, "--baseline-port"),
+             "settlement": (args.settlement_port, "--settlement-port")}
     for service, (port, option) in ports.items():
         if port_in_use(port):
             print(f"\ndemo: port {port} is taken (another {service} service?); stop it or pass {option}",
@@ -181,13 +200,19 @@ def main(argv: list[str] | None = None) -> int:
     dispatcher = ServiceProcess("dispatch", isolated_env(suffix, GRIDFLEX_DATABASE_URL=database_url),
                                 web_port=args.dispatch_port, log_path=LOGS["dispatch"])
     baseline = ServiceProcess("baseline", isolated_env(suffix), web_port=args.baseline_port, log_path=LOGS["baseline"])
-    services = [enroller, telemetry, dispatcher, baseline]
+    first_open_day = local_date(enrollment.steps[0].at).isoformat()  # settlement closes bill periods from then on
+    settler = ServiceProcess("settlement", isolated_env(
+        suffix, GRIDFLEX_DATABASE_URL=database_url, GRIDFLEX_SETTLEMENT_FIRST_OPEN_DAY=first_open_day,
+    ), web_port=args.settlement_port, log_path=LOGS["settlement"])
+    services = [enroller, telemetry, dispatcher, baseline, settler]
+    summer_services = SummerServices(enroller, telemetry, dispatcher, baseline, settler)
     baseline_day = BaselineDay(baseline_plan, baseline, telemetry)
     try:
         asyncio.run(prepare(settings, enrollment.steps[0].at, schema))
         tokens = mint_tokens(database_url)
+        operator_token = mint_credential(database_url, "operator", "demo-operator")
         mark_logs(suffix)
-        print("starting the enrollment, telemetry, dispatch and baseline services … ", end="", flush=True)
+        print("starting the enrollment, telemetry, dispatch, baseline and settlement services … ", end="", flush=True)
         ready_since = time.monotonic()
         with ThreadPoolExecutor(len(services)) as pool:
             list(pool.map(lambda service: service.start(SERVICE_READY_S), services))
@@ -205,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         dispatch_outcome = asyncio.run(read_dispatch(settings, dispatcher, event_plan, PROVIDERS))
         baseline_outcome = asyncio.run(
             read_baseline(settings, baseline_day, accounts_in_effect(states, scenario.day)))
+        summer_s = asyncio.run(run_summer(settings, summer_services, summer))
+        summer_outcome = asyncio.run(settle_summer(settings, summer_services, summer, summer_s))
+        event_ids = [baseline_plan.event_id, *(event.event_id for event in summer.events)]
+        ledger = asyncio.run(read_ledger(
+            database_url, f"http://127.0.0.1:{args.settlement_port}", operator_token,
+            {provider: tokens[provider] for provider in ("nest-labs", "ohmconnect")}, summer, event_ids))
     except ServiceFailed as exc:
         what, _, tail = str(exc).partition("\n")
         log = LOGS.get(what.split(" ", 1)[0])
@@ -233,8 +264,19 @@ def main(argv: list[str] | None = None) -> int:
     print(report.render())
     print(dispatch_report.render())
     print(baseline_report.render())
+    cycle_days = {account_id: facts["bill_cycle_day"] for account_id, facts in
+                  {**enrollment.accounts, **summer.new_accounts}.items()}
+    settlement_report = SettlementReport(summer, summer_outcome, ledger, programs, cycle_days,
+                                         (baseline_plan.event_id, PROGRAM_ID), suffix)
+    curves = event_curves(settlement_report, programs, {**sent_kwh(baseline_plan.history), **scenario.final_kwh})
+    check_curves(settlement_report, curves)
+    print(settlement_report.render())
+    html = write_html(settlement_report, curves, HTML_REPORT, f"{len(summer.accounts)} service accounts, "
+                      f"{len(ALL_PROVIDERS)} providers, {len(event_ids)} events; run {suffix}, Postgres schema {schema}")
+    print(f"\nHTML report with charts: {relative(html)}")
     elapsed = time.monotonic() - started
-    checks = [*enrollment_report.checks, *report.checks, *dispatch_report.checks, *baseline_report.checks]
+    checks = [*enrollment_report.checks, *report.checks, *dispatch_report.checks, *baseline_report.checks,
+              *settlement_report.checks]
     failures = [check.what for check in checks if not check.ok]
     print(f"\nservice logs: {', '.join(relative(path) for path in LOGS.values())} (this run's topics and "
           f"consumer groups end in {suffix}; its Postgres schema is {schema})")
@@ -247,7 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def introduce(scenario: DayScenario, enrollment: EnrollmentScenario, baseline: BaselinePlan,
+def sent_kwh(reads: list[Outgoing]) -> dict[tuple[str, datetime], Decimal]:
+    """(meter, interval start) → kWh of plain reads sent."""
+    return {(read.value["meter_id"], read.value["interval_start"]):
+            read.value["value"] * WH_PER_UNIT[read.value["unit"]] / 1000 for read in reads}
+
+
+def introduce(scenario: DayScenario, enrollment: EnrollmentScenario, baseline: BaselinePlan, summer: SummerPlan,
               settings: ServiceSettings, args: argparse.Namespace, zone: str, schema: str) -> None:
     accounts = scenario.accounts
     quarter = sum(1 for a in accounts if a.interval_seconds == 900)
@@ -268,15 +316,22 @@ def introduce(scenario: DayScenario, enrollment: EnrollmentScenario, baseline: B
                   f"{baseline.end.astimezone(LOCAL_ZONE):%H:%M} as updated, for the {len(baseline.accounts)} accounts in "
                   f"effect; baselines from {HISTORY_DAYS} days of usage backfilled at midnight "
                   f"({len(baseline.history):,} reads)"],
+        ["summer", f"then to {summer.days[-1].day}: {len(summer.new_accounts)} more accounts sign up for Save Power "
+                   f"Days (EnergyHub, Google Nest) and ohm-hours (OhmConnect); {len(summer.events)} events on the "
+                   f"hottest afternoons of the three programs open in 2025, thermostats that follow, override or are "
+                   f"offline; late and corrected reads, a customer who leaves, malformed records; every bill period "
+                   f"closed to {summer.close_until}; a settlement report, also as HTML with charts"],
         ["topics", f"private copies with suffix {settings.topic_suffix} "
                    f"(e.g. {METER_READS}{settings.topic_suffix})"],
-        ["postgres", f"private schema {schema} (the enrollment projection, submissions and API tokens)"],
+        ["postgres", f"private schema {schema} (enrollment's projection and API tokens, dispatch's events, the "
+                     "billing ledger)"],
         ["services", f"enrollment http://127.0.0.1:{args.enrollment_port} (API, /metrics), "
                      f"telemetry http://127.0.0.1:{args.web_port}/metrics, dispatch :{args.dispatch_port}/metrics, "
-                     f"baseline :{args.baseline_port}/metrics; simulated clock; logs in {relative(LOG_DIR)}/demo-*.log"],
+                     f"baseline :{args.baseline_port}/metrics, settlement http://127.0.0.1:{args.settlement_port} "
+                     f"(API, /metrics); simulated clock; logs in {relative(LOG_DIR)}/demo-*.log"],
     ]
-    season = "summer " if 6 <= scenario.day.month <= 9 else ""
-    print(f"gridflex demo: thermostats enroll in the Smart Energy Program, then one {season}day of meter reads\n")
+    print("gridflex demo: thermostats enroll in the Smart Energy Program, one summer day of meter reads and an event "
+          "in detail, then the rest of the summer on three programs, settled in the billing ledger\n")
     for name, text in rows:
         print(f"  {name:<9} {text}")
 
@@ -286,7 +341,7 @@ async def prepare(settings: ServiceSettings, start: datetime, schema: str) -> No
     create this run's, and start the clock at the first step."""
     try:
         await delete_topics_containing(settings.kafka_bootstrap, "-demo-")
-        await isolated_topics(settings, providers=PROVIDERS)
+        await isolated_topics(settings, providers=ALL_PROVIDERS)
         async with RecordProducer(settings) as producer:
             await (await producer.send(CLOCK, "clock", {"now": start}))
     except KafkaError as exc:
@@ -307,19 +362,23 @@ async def prepare(settings: ServiceSettings, start: datetime, schema: str) -> No
 
 def mint_tokens(database_url: str) -> dict[str, str]:
     """One API token per provider, minted the way an operator does: `gridflex partner credential`."""
-    print(f"\nminting API tokens: gridflex partner credential {' / '.join(PROVIDERS)} … ", end="", flush=True)
-    env = {**os.environ, "GRIDFLEX_DATABASE_URL": database_url}
-    tokens = {}
-    for provider in PROVIDERS:
-        result = subprocess.run([sys.executable, "-m", "gridflex.cli", "partner", "credential", provider],
-                                env=env, capture_output=True, text=True, timeout=60)
-        token = result.stdout.strip()
-        if result.returncode != 0 or not token or len(token.split()) != 1:
-            raise DemoFailed(f"`gridflex partner credential {provider}` failed ({result.returncode}):\n"
-                             f"{result.stdout}{result.stderr}")
-        tokens[provider] = token
+    print(f"\nminting API tokens: gridflex partner credential {' / '.join(ALL_PROVIDERS)}, gridflex operator "
+          "credential demo-operator … ", end="", flush=True)
+    tokens = {provider: mint_credential(database_url, "partner", provider) for provider in ALL_PROVIDERS}
     print("done (only their SHA-256 is stored)")
     return tokens
+
+
+def mint_credential(database_url: str, role: str, name: str) -> str:
+    """`gridflex partner credential NAME` or `gridflex operator credential NAME`: the token it prints."""
+    env = {**os.environ, "GRIDFLEX_DATABASE_URL": database_url}
+    result = subprocess.run([sys.executable, "-m", "gridflex.cli", role, "credential", name],
+                            env=env, capture_output=True, text=True, timeout=60)
+    token = result.stdout.strip()
+    if result.returncode != 0 or not token or len(token.split()) != 1:
+        raise DemoFailed(f"`gridflex {role} credential {name}` failed ({result.returncode}):\n"
+                         f"{result.stdout}{result.stderr}")
+    return token
 
 
 def mark_logs(suffix: str) -> None:

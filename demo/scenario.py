@@ -207,7 +207,7 @@ def build_day(sample: SampleYear, day: date, account_count: int, seed: int) -> D
     scenario = DayScenario(day, accounts, hours, final_kwh={})
     for hour in hours:
         for account in accounts:
-            hour.meter_reads += _plain_reads(sample, account, hour, rng, scenario.final_kwh)
+            hour.meter_reads += plain_reads(sample, account, hour, rng, scenario.final_kwh)
     _add_messy_reads(scenario, sample, rng)
     _add_thermostat_states(scenario)
     return scenario
@@ -227,9 +227,12 @@ def meter_read(account: ServiceAccount, start: datetime, seconds: int, wh: Decim
     }
 
 
-def _plain_reads(sample: SampleYear, account: ServiceAccount, hour: SimulatedHour, rng: random.Random,
-                 final_kwh: dict) -> list[Outgoing]:
+def plain_reads(sample: SampleYear, account: ServiceAccount, hour: SimulatedHour, rng: random.Random,
+                final_kwh: dict, load_factor: Decimal = Decimal(1)) -> list[Outgoing]:
+    """The account's reads of one hour, its load times ``load_factor`` (what an energy event leaves of it)."""
     wh = account_wh(sample, account, hour.start)
+    if load_factor != 1:
+        wh = (wh * load_factor).quantize(CENT)
     read_at = hour.end + timedelta(seconds=rng.randint(60, 240))  # the head-end collects a few minutes after
     if account.interval_seconds == 3600:
         parts = [(hour.start, wh)]
@@ -344,7 +347,7 @@ def build_history(sample: SampleYear, accounts: list[ServiceAccount], first_day:
                   service_start: dict[str, date]) -> list[Outgoing]:
     """Every account's plain reads for the local days from ``first_day`` to the day before ``day``,
     as the head-end backfills them: the same replayed sample year, scale, meter and unit as the
-    day's (:func:`_plain_reads`), from the account's service start on (a move-in has no usage before)."""
+    day's (:func:`plain_reads`), from the account's service start on (a move-in has no usage before)."""
     rng = random.Random(f"history-{seed}")  # its own stream: the day's records stay as they are
     start, _ = local_day_bounds(first_day)
     end, _ = local_day_bounds(day)
@@ -354,7 +357,7 @@ def build_history(sample: SampleYear, accounts: list[ServiceAccount], first_day:
         hour, today = SimulatedHour(start, start + HOUR), local_date(start)
         for account in accounts:
             if service_start.get(account.service_account_id, first_day) <= today:
-                reads += _plain_reads(sample, account, hour, rng, kwh)
+                reads += plain_reads(sample, account, hour, rng, kwh)
         start += HOUR
     return reads
 

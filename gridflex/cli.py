@@ -1,4 +1,4 @@
-"""The ``gridflex`` operator command: the local stack, topics, providers, services, the clock."""
+"""The ``gridflex`` operator command: the local stack, topics, providers, services, dead letters, the clock."""
 
 from __future__ import annotations
 
@@ -242,6 +242,233 @@ def events_unacknowledged(event_id: str, provider: str | None) -> None:
 
     lines = asyncio.run(unacknowledged_lines(_settings(), event_id, provider))
     click.echo("\n".join(lines) if lines else "every thermostat reached had acknowledged by the start", err=not lines)
+
+
+# -- dead letters --------------------------------------------------------------------------------
+
+
+@main.group("dead-letters")
+def dead_letters() -> None:
+    """Inspect and replay gridflex.dead-letters.v1: the records services refused, with why.
+
+    Each command reads the topic from its beginning to its end as of the start and exits. A dead
+    letter is named by its place on the dead-letter topic, PARTITION:OFFSET (first column of
+    `list`). Filters of list, summary and replay: --service, --reason-code, --source-topic (repeat one to
+    allow several values; different filters must all hold), --since/--until on failed_at
+    (inclusive/exclusive; 7d, 36h, 90m ago, or ISO 8601, UTC unless a zone is given).
+
+    `list` and `summary` never print keys or values (they may hold customer data); `show`
+    prints one record in full. `replay` re-publishes originals to their source partition with a
+    gridflex-replayed-from header, and refuses a dead letter replayed before unless --force.
+    """
+
+
+def _selection_options(command):
+    options = [
+        click.option("--service", "services", multiple=True, help="Only dead letters of this service (repeatable)."),
+        click.option("--reason-code", "reason_codes", multiple=True,
+                     help="Only this reason code, e.g. UNDECODABLE (repeatable, any case)."),
+        click.option("--source-topic", "source_topics", multiple=True,
+                     help="Only records refused from this topic, e.g. utility.meter-reads.v1 (repeatable)."),
+        click.option("--since", help="failed_at at or after: 7d, 36h, 90m (ago) or ISO 8601."),
+        click.option("--until", help="failed_at before: 7d, 36h, 90m (ago) or ISO 8601."),
+        click.option("--timeout", "timeout_s", default=60.0, show_default=True,
+                     help="Seconds allowed to read the topics to their end."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _selection(settings: ServiceSettings, services, reason_codes, source_topics, since, until, refs=()):
+    from gridflex.dead_letters import Selection, parse_instant
+
+    now = datetime.now(timezone.utc)
+    instants = {}
+    for name, text in (("--since", since), ("--until", until)):
+        try:
+            instants[name] = parse_instant(text, now) if text else None
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint=name) from None
+    return Selection.of(services, reason_codes, source_topics, instants["--since"], instants["--until"], refs,
+                        settings.topic_suffix)
+
+
+def _run_reading(coroutine):
+    """Run a dead-letter read; a missing topic or a read that cannot finish is exit status 2."""
+    from gridflex.dead_letters import DeadLetterReadTimeout
+
+    try:
+        return asyncio.run(coroutine)
+    except (LookupError, DeadLetterReadTimeout) as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+
+
+def _read_dead_letters(settings: ServiceSettings, timeout_s: float):
+    """Every dead letter as of now; an unreadable record is reported, never skipped silently."""
+    from gridflex.dead_letters import read_dead_letters
+
+    letters, unreadable = _run_reading(read_dead_letters(settings, timeout_s))
+    for record in unreadable:
+        click.echo(f"warning: {record.ref} on the dead-letter topic is not a DeadLetter ({record.reason})", err=True)
+    return letters
+
+
+def _json_lines(documents) -> None:
+    import json
+
+    for document in documents:
+        click.echo(json.dumps(document, ensure_ascii=False))
+
+
+@dead_letters.command("list")
+@_selection_options
+@click.option("--limit", type=click.IntRange(min=1), help="Only the N most recent failures.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per line (key and value only as their sizes: key_bytes, value_bytes).")
+def dead_letters_list(services, reason_codes, source_topics, since, until, timeout_s, limit, as_json) -> None:
+    """The dead letters, oldest failure first: PARTITION:OFFSET, failed_at, service, source
+    (topic[partition]@offset), reason code and reason (shortened). A count goes to stderr."""
+    from gridflex.dead_letters import list_json, list_table
+
+    settings = _settings()
+    selection = _selection(settings, services, reason_codes, source_topics, since, until)
+    letters = _read_dead_letters(settings, timeout_s)
+    chosen = selection.select(letters)
+    shown = chosen[-limit:] if limit else chosen
+    if as_json:
+        _json_lines(list_json(letter) for letter in shown)
+    elif shown:
+        click.echo("\n".join(list_table(shown)))
+    click.echo(f"{len(shown)} shown, {len(chosen)} selected, {len(letters)} on the topic", err=True)
+
+
+@dead_letters.command("summary")
+@_selection_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per service and reason code.")
+def dead_letters_summary(services, reason_codes, source_topics, since, until, timeout_s, as_json) -> None:
+    """How many dead letters per service and reason code (most first), with the first and last
+    failed_at of each, and the total."""
+    from gridflex.dead_letters import summarise, summary_json, summary_table
+
+    settings = _settings()
+    selection = _selection(settings, services, reason_codes, source_topics, since, until)
+    rows = summarise(selection.select(_read_dead_letters(settings, timeout_s)))
+    if as_json:
+        _json_lines(summary_json(row) for row in rows)
+    else:
+        click.echo("\n".join(summary_table(rows)))
+
+
+def _ref(value: str):
+    from gridflex.dead_letters import DeadLetterRef
+
+    try:
+        return DeadLetterRef.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="PARTITION:OFFSET") from None
+
+
+@dead_letters.command("show")
+@click.argument("ref", metavar="PARTITION:OFFSET")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object; key and value as exact base64 plus their decoded form.")
+@click.option("--timeout", "timeout_s", default=60.0, show_default=True, help="Seconds allowed to read.")
+def dead_letters_show(ref: str, as_json: bool, timeout_s: float) -> None:
+    """One dead letter in full, key and value included (they may hold customer data), and its
+    earlier replays.
+
+    Key and value are shown decoded when they can be: Avro single-object encoding of a schema
+    under schemas/ (decoded with the project's codec), JSON, printable UTF-8; anything else as a
+    hex dump, with a note when it looks like Confluent-framed Avro or an unknown schema."""
+    from gridflex.dead_letters import inspect, show_json, show_lines
+
+    wanted = _ref(ref)
+    found = _run_reading(inspect(_settings(), wanted, timeout_s))
+    if found.unreadable:
+        click.echo(f"{wanted} on {found.topic} is not a DeadLetter ({found.unreadable.reason})", err=True)
+        sys.exit(1)
+    if found.letter is None:
+        click.echo(f"no dead letter at {wanted} on {found.topic} (see `gridflex dead-letters list`)", err=True)
+        sys.exit(1)
+    if as_json:
+        import json
+
+        document = show_json(found.letter, found.topic, found.registry, found.marks, found.unreplayable)
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        click.echo("\n".join(show_lines(found.letter, found.topic, found.registry, found.marks, found.unreplayable)))
+
+
+@dead_letters.command("replay")
+@click.argument("refs", nargs=-1, metavar="[PARTITION:OFFSET]...")
+@_selection_options
+@click.option("--all", "everything", is_flag=True, help="Every dead letter (needed when nothing else selects).")
+@click.option("--dry-run", is_flag=True, help="Print what would be replayed and what refused; send nothing.")
+@click.option("--force", is_flag=True, help="Replay dead letters that were replayed before, again.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per selected dead letter with its outcome.")
+def dead_letters_replay(refs, services, reason_codes, source_topics, since, until, timeout_s, everything, dry_run,
+                        force, yes, as_json) -> None:
+    """Re-publish the original key and value bytes of dead letters to their source topic.
+
+    Select them by PARTITION:OFFSET arguments and/or the filters (both must hold), or --all.
+    Each replay goes to the partition the original came from (keeping its place among the same
+    key's records) with the headers gridflex-replayed-from: PARTITION:OFFSET,
+    gridflex-dead-letter-topic and gridflex-replayed-at. Those headers are the durable record of
+    the replay: a dead letter whose replay is found on its source partition is refused unless
+    --force (a replay the service refuses again becomes a new dead letter, replayable once).
+    The plan and its counts are printed first and confirmed (or --yes; --dry-run stops there).
+
+    Limits of the check: it finds a replay only while the source topic keeps it (a compacted
+    topic may drop it for a newer record of the same key; gridflex.clock.v1 keeps 7 days, dead
+    letters 30), and two operators replaying the same letters at the same moment can both pass it.
+
+    Exit status: 0 when everything selected was replayed (or would be, with --dry-run); 1 when
+    some were refused (replayed before, or their source topic or partition is gone); 2 when
+    nothing could be read or sent.
+    """
+    from gridflex.dead_letters import plan_replays, replay, replay_json
+
+    settings = _settings()
+    wanted = [_ref(ref) for ref in refs]
+    selection = _selection(settings, services, reason_codes, source_topics, since, until, wanted)
+    if selection.everything and not everything:
+        raise click.UsageError("select dead letters (PARTITION:OFFSET, --service, --reason-code, --source-topic, "
+                               "--since, --until) or give --all")
+    request = _run_reading(plan_replays(settings, selection, force, timeout_s))
+    plan = request.plan
+    for record in request.unreadable:
+        click.echo(f"{record.ref} on {request.topic} is not a DeadLetter ({record.reason}): not replayed", err=True)
+    if request.not_found:
+        click.echo(f"not selected: {', '.join(map(str, request.not_found))} (no dead letter there on "
+                   f"{request.topic}, or the filters exclude it)", err=True)
+    if not as_json and plan.lines():
+        click.echo("\n".join(plan.lines()))
+    landed = []
+    if dry_run:
+        click.echo(f"dry run: {plan.counts()}; nothing sent", err=True)
+    elif plan.send:
+        if not yes:
+            click.echo(plan.counts(), err=True)
+            click.confirm(f"Replay {len(plan.send)} dead letter(s)?", abort=True, err=True)
+        try:
+            landed = asyncio.run(replay(settings, plan.send, timeout_s))
+        except Exception as exc:  # the broker's errors: say so; a new --dry-run shows what did land
+            click.echo(f"replay failed: {type(exc).__name__}: {exc}; `replay --dry-run` shows what landed", err=True)
+            sys.exit(2)
+        if not as_json:
+            click.echo("\n".join(f"replayed {mark.ref} -> {mark.topic}[{mark.partition}]@{mark.offset}"
+                                 for mark in landed))
+        click.echo(f"replayed {len(landed)}; refused {plan.refused}", err=True)
+    else:
+        click.echo(f"nothing to replay: {plan.counts()}", err=True)
+    if as_json:
+        _json_lines([*replay_json(plan, landed, dry_run),
+                     *({"dead_letter": str(ref), "outcome": "not-selected"} for ref in request.not_found)])
+    if plan.refused or request.unreadable or request.not_found:
+        sys.exit(1)
 
 
 # -- services ------------------------------------------------------------------------------------
