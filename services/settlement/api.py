@@ -111,8 +111,9 @@ def add_routes(runtime: ServiceRuntime, ledger: Ledger, programs: ProgramCatalog
             "SELECT r.program_id, r.status, count(*) AS accounts, sum(r.baseline_kwh) AS baseline_kwh,"
             " sum(r.actual_kwh) AS actual_kwh, sum(r.reduction_kwh) AS reduction_kwh,"
             " sum(r.earned_cents)::bigint AS earned_cents, sum(r.paid_cents)::bigint AS paid_cents,"
-            " count(*) FILTER (WHERE jsonb_array_length(r.detail->'caps_applied') > 0) AS capped"
-            " FROM settlement_results r WHERE r.event_id = $1 AND ($2::text IS NULL OR EXISTS ("
+            " count(*) FILTER (WHERE jsonb_array_length(coalesce(r.detail, l.cause)->'caps_applied') > 0) AS capped"
+            " FROM settlement_results r LEFT JOIN ledger_lines l ON l.line_id = r.line_id"  # a line holds its inputs
+            " WHERE r.event_id = $1 AND ($2::text IS NULL OR EXISTS ("
             "   SELECT 1 FROM settlement_accounts a WHERE a.service_account_id = r.service_account_id"
             "   AND a.enrollments @> jsonb_build_array(jsonb_build_object('provider_id', $2::text))))"
             " GROUP BY r.program_id, r.status ORDER BY r.status", event_id, who.provider_id)

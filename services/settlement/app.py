@@ -228,7 +228,8 @@ async def settle_waiting() -> None:
         observe(outcome)
         log.info("performances no longer waiting", count=outcome.counts["no_longer_waiting"])
     pool = await ledger.pool()
-    WAITING.set(await pool.fetchval("SELECT count(*) FROM settlement_results WHERE status = $1", settling.WAITING))
+    WAITING.set(await pool.fetchval(  # status spelled out: the partial index settlement_results_waiting
+        f"SELECT count(*) FROM settlement_results WHERE status = '{settling.WAITING}'"))
 
 
 @app.task

@@ -3,13 +3,14 @@
 Each batch of input is applied in one transaction that
 1. locks the positions of the batch's partitions and drops records already applied (a replay,
    or a worker that lost its partitions mid-batch, cannot apply a record twice);
-2. locks the accounts the batch touches, in one order (postings of one account are serialized
-   across workers, so caps see every line before them), and loads what settling needs: their
-   bill cycle days and enrollments, cap usage, and how each cause last settled;
+2. locks the accounts the batch posts capped lines to, in one order (postings of one account
+   are serialized across workers, so caps see every line before them), and the results of the
+   causes settled before; loads what settling needs: bill cycle days and enrollments, cap
+   usage, and how each cause last settled;
 3. has the pure domain (:mod:`services.settlement.domain`) decide the lines;
 4. writes the lines and their balanced entries with COPY, the results, and the positions.
 
-The schema is migrations/003_settlement.sql; database constraints enforce balance,
+The schema is migrations/003_settlement.sql and 004; database constraints enforce balance,
 append-only lines and one line per idempotency key, whatever the code does.
 """
 
@@ -40,16 +41,22 @@ LINE_COLUMNS = [
 ]
 ENTRY_COLUMNS = ["line_id", "ledger_account", "ledger_account_id", "amount_cents"]
 
-UPSERT_RESULTS = """
+RESULT_COLUMNS = [
+    "cause_key", "revision", "service_account_id", "program_id", "credit_type", "event_id", "status", "reason",
+    "baseline_kwh", "actual_kwh", "reduction_kwh", "earned_cents", "paid_cents", "line_id", "detail", "updated_at",
+]
+# A cause settled before (a revision, a performance that waited): its row is replaced.
+UPDATE_RESULTS = """
 INSERT INTO settlement_results AS stored (cause_key, revision, service_account_id, program_id, credit_type, event_id,
     status, reason, baseline_kwh, actual_kwh, reduction_kwh, earned_cents, paid_cents, line_id, detail, updated_at)
 SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
     $9::numeric[], $10::numeric[], $11::numeric[], $12::bigint[], $13::bigint[], $14::bigint[], $15::text[]::jsonb[],
     $16::timestamptz[])
-ON CONFLICT (cause_key) DO UPDATE SET revision = excluded.revision, status = excluded.status, reason = excluded.reason,
-    baseline_kwh = excluded.baseline_kwh, actual_kwh = excluded.actual_kwh, reduction_kwh = excluded.reduction_kwh,
-    earned_cents = excluded.earned_cents, paid_cents = excluded.paid_cents, line_id = excluded.line_id,
-    detail = excluded.detail, updated_at = excluded.updated_at
+ON CONFLICT (cause_key) DO UPDATE SET revision = excluded.revision, credit_type = excluded.credit_type,
+    status = excluded.status, reason = excluded.reason, baseline_kwh = excluded.baseline_kwh,
+    actual_kwh = excluded.actual_kwh, reduction_kwh = excluded.reduction_kwh, earned_cents = excluded.earned_cents,
+    paid_cents = excluded.paid_cents, line_id = excluded.line_id, detail = excluded.detail,
+    updated_at = excluded.updated_at
 """
 
 
@@ -74,7 +81,9 @@ class PostingContext:
     now: datetime
     line_ids: Iterable[int] = iter(())
     settled: list[Settled] = field(default_factory=list)
-    results: list[tuple] = field(default_factory=list)
+    results: dict[str, tuple] = field(default_factory=dict)  # by cause: the last result settled in the batch
+    stored: set[str] = field(default_factory=set)  # causes with a row in settlement_results (the priors read)
+    posting_periods: dict[int, tuple[date, date]] = field(default_factory=dict)  # by bill cycle day
 
     def posting_day(self) -> date:
         """Today, or the first day not closed yet: a closed period's lines are disbursed already."""
@@ -82,11 +91,18 @@ class PostingContext:
         return today if self.last_closed is None or today > self.last_closed else self.last_closed + timedelta(days=1)
 
     def posting_period(self, account: Account) -> tuple[date, date]:
-        return bill_period(self.posting_day(), account.bill_cycle_day)
+        """The bill period of the posting day for the account's cycle day (the same for every
+        account of that cycle day in this batch: worked out once)."""
+        period = self.posting_periods.get(account.bill_cycle_day)
+        if period is None:
+            period = self.posting_periods[account.bill_cycle_day] = bill_period(self.posting_day(),
+                                                                                account.bill_cycle_day)
+        return period
 
     def record(self, settled: Settled | None, earned: Earned, extra: dict | None = None) -> None:
         """Keep what a cause settled to (lines to post, the result row), and make it the prior
-        of a later record of the same cause in this batch."""
+        of a later record of the same cause in this batch (whose result replaces this one).
+        A result with a line leaves its inputs to the line's cause (migrations/004)."""
         if settled is None:
             return
         for line in settled.lines:
@@ -98,13 +114,14 @@ class PostingContext:
             credit.credit_type,
         ))
         extra = extra or {}
-        self.results.append((
+        inputs = None if credit is not None else JsonText(
+            orjson.dumps({**earned.detail, "caps_applied": settled.caps_applied}).decode())
+        self.results[earned.cause_key] = (
             earned.cause_key, earned.revision, earned.service_account_id, earned.program_id, earned.credit_type,
             earned.event_id, earned.status, earned.reason, extra.get("baseline_kwh"), extra.get("actual_kwh"),
             extra.get("reduction_kwh"), int(earned.amount * 100), settled.paid_cents,
-            None if credit is None else credit.line_id,
-            orjson.dumps({**earned.detail, "caps_applied": settled.caps_applied}).decode(), self.now,
-        ))
+            None if credit is None else credit.line_id, inputs, self.now,
+        )
 
 
 class Ledger(db.Database):
@@ -155,21 +172,40 @@ class Ledger(db.Database):
     # -- loading under locks --------------------------------------------------------------------
 
     async def context(self, connection: asyncpg.Connection, accounts: Iterable[str], cause_keys: Iterable[str],
-                      now: datetime, max_lines: int) -> PostingContext:
-        """Lock the accounts (in one order) and load what settling them needs."""
+                      now: datetime, max_lines: int, uncapped: Iterable[str] = ()) -> PostingContext:
+        """Lock the accounts (in one order), then the causes' results, and load what settling
+        them needs.
+
+        ``uncapped``: accounts to read without locking them, because the batch posts to them
+        only energy lines that no cap limits (:func:`settling.energy_capped`; closes and account
+        records lock every account they touch, their caps being per account). Locking an account
+        serializes the postings that share its cap scopes, so that each cap sees every line
+        before it; a line that no cap limits needs no such order. What it does need, that two
+        transactions never settle the same cause from one prior, the lock on the cause gives:
+        a cause settled before has its result row locked here, and a cause settled for the
+        first time comes only from the partition of its record key (energy/<event>/<account>),
+        whose position the batch holds locked (:meth:`unapplied`)."""
+        uncapped = sorted(set(uncapped) - set(accounts))
         accounts = sorted(set(accounts))
         closed = await connection.fetchval("SELECT last_closed_day FROM settlement_closes FOR SHARE")
         rows = await connection.fetch(
             "SELECT service_account_id, bill_cycle_day, enrollments::text FROM settlement_accounts"
             " WHERE service_account_id = ANY($1::text[]) ORDER BY service_account_id FOR UPDATE", accounts)
+        if uncapped:
+            rows += await connection.fetch(
+                "SELECT service_account_id, bill_cycle_day, enrollments::text FROM settlement_accounts"
+                " WHERE service_account_id = ANY($1::text[])", uncapped)
         found = {row["service_account_id"]: Account(row["service_account_id"], row["bill_cycle_day"],
                                                      enrollment_periods(row["enrollments"])) for row in rows}
         usage = await self._usage(connection, accounts)
         priors = await self._priors(connection, cause_keys)
         ids = await self._line_ids(connection, max_lines)
-        return PostingContext(found, usage, priors, closed, now, iter(ids))
+        return PostingContext(found, usage, priors, closed, now, iter(ids), stored=set(priors))
 
     async def _usage(self, connection: asyncpg.Connection, accounts: list[str]) -> CapUsage:
+        """What the lines of the (locked) accounts add up to per cap scope."""
+        if not accounts:
+            return CapUsage()
         rows = await connection.fetch(
             "SELECT service_account_id, program_id, credit_type, cap_year, cap_period_start, sum(amount_cents) AS cents"
             " FROM ledger_lines WHERE service_account_id = ANY($1::text[])"
@@ -184,10 +220,18 @@ class Ledger(db.Database):
         return CapUsage(used)
 
     async def _priors(self, connection: asyncpg.Connection, cause_keys: Iterable[str]) -> dict[str, Prior]:
+        """Lock the results of the causes settled before (in one order), then read them with
+        their lines in effect: in a statement of its own, whose snapshot sees what a
+        transaction that held the lock before committed (its new line included)."""
+        stored = await connection.fetch(
+            "SELECT cause_key FROM settlement_results WHERE cause_key = ANY($1::text[]) ORDER BY cause_key FOR UPDATE",
+            list(set(cause_keys)))
+        if not stored:
+            return {}
         rows = await connection.fetch(
             "SELECT r.cause_key, r.revision, l.line_id, l.amount_cents, l.cap_year, l.cap_period_start, l.provider_id,"
             " l.credit_type FROM settlement_results r LEFT JOIN ledger_lines l ON l.line_id = r.line_id"
-            " WHERE r.cause_key = ANY($1::text[])", list(set(cause_keys)))
+            " WHERE r.cause_key = ANY($1::text[])", [row["cause_key"] for row in stored])
         return {row["cause_key"]: Prior(row["revision"], None if row["line_id"] is None else PostedLine(
             row["line_id"], row["amount_cents"], row["cap_year"], row["cap_period_start"], row["provider_id"],
             row["credit_type"])) for row in rows}
@@ -201,12 +245,18 @@ class Ledger(db.Database):
     # -- writing --------------------------------------------------------------------------------
 
     async def post(self, connection: asyncpg.Connection, context: PostingContext) -> list[LineDraft]:
-        """Post the batch's lines with their entries, and remember each cause's result."""
+        """Post the batch's lines with their entries, and remember each cause's result: COPY for
+        causes settled for the first time (nearly all), an upsert for the others."""
         lines = [line for settled in context.settled for line in settled.lines]
         if lines:
             await post_lines(connection, lines, context.now)
-        if context.results:
-            await connection.execute(UPSERT_RESULTS, *columns(context.results))
+        first, again = [], []
+        for cause_key, result in context.results.items():
+            (again if cause_key in context.stored else first).append(result)
+        if first:
+            await connection.copy_records_to_table("settlement_results", columns=RESULT_COLUMNS, records=first)
+        if again:
+            await connection.execute(UPDATE_RESULTS, *columns(again))
         return lines
 
 

@@ -22,7 +22,7 @@ import structlog
 
 from gridflex.calendar import bill_period, local_date
 from gridflex.db import JsonText, json_text
-from gridflex.programs import ProgramCatalogue
+from gridflex.programs import Program, ProgramCatalogue
 from services.settlement.domain.credits import (
     Earned,
     capacity_credit,
@@ -68,9 +68,11 @@ async def settle_performances(
 ) -> Outcome:
     """Settle each performance (in order) to its energy credit, reversal, both or nothing; one
     whose account settlement does not know yet is kept until it arrives."""
+    capped = {p["service_account_id"] for p in performances if energy_capped(programs[p["program_id"]])}
     context = await ledger.context(
-        connection, [p["service_account_id"] for p in performances],
+        connection, capped,
         [f"energy/{p['event_id']}/{p['service_account_id']}" for p in performances], now, 2 * len(performances),
+        uncapped=[p["service_account_id"] for p in performances],
     )
     outcome = Outcome(context)
     waiting = []
@@ -93,6 +95,13 @@ async def settle_performances(
         await keep_waiting(connection, waiting, now)
         outcome.waiting = len(waiting)
     return outcome
+
+
+def energy_capped(program: Program) -> bool:
+    """Whether the program caps what its energy credits add up to: then an account's lines are
+    posted in order, under its lock (:meth:`Ledger.context`)."""
+    terms = program.credits.energy
+    return terms is not None and terms.cap_per_year is not None
 
 
 def provider_on(periods: list[dict], day: date) -> str:
@@ -178,10 +187,10 @@ async def settle_waiting(ledger: Ledger, connection: asyncpg.Connection, event_d
     """Settle the kept performances whose account and event settlement now knows (run
     periodically: the account, the event and the performance arrive on different pipelines, in
     any order)."""
-    rows = await connection.fetch(
-        "SELECT r.detail::text FROM settlement_results r JOIN settlement_accounts a USING (service_account_id)"
-        " WHERE r.status = $1 AND a.bill_cycle_day IS NOT NULL AND a.enrollments <> '[]'::jsonb"
-        " ORDER BY r.updated_at LIMIT $2", WAITING, limit)
+    rows = await connection.fetch(  # status spelled out: the partial index settlement_results_waiting
+        f"SELECT r.detail::text FROM settlement_results r JOIN settlement_accounts a USING (service_account_id)"
+        f" WHERE r.status = '{WAITING}' AND a.bill_cycle_day IS NOT NULL AND a.enrollments <> '[]'::jsonb"
+        f" ORDER BY r.updated_at LIMIT $1", limit)
     performances = [performance_from_json(orjson.loads(row["detail"])) for row in rows]
     known = [p for p in performances if p["event_id"] in event_days and p["program_id"] in programs]
     if not known:
@@ -195,8 +204,9 @@ async def _capacity_results(connection, accounts: list[str]) -> list[dict]:
     if not accounts:
         return []
     rows = await connection.fetch(
-        "SELECT cause_key, service_account_id, program_id, revision, detail::text FROM settlement_results"
-        " WHERE credit_type = 'CAPACITY' AND service_account_id = ANY($1::text[])", accounts)
+        "SELECT r.cause_key, r.service_account_id, r.program_id, r.revision, coalesce(r.detail, l.cause)::text AS detail"
+        " FROM settlement_results r LEFT JOIN ledger_lines l ON l.line_id = r.line_id"
+        " WHERE r.credit_type = 'CAPACITY' AND r.service_account_id = ANY($1::text[])", accounts)
     return [{**dict(row), "detail": orjson.loads(row["detail"])} for row in rows]
 
 
@@ -360,6 +370,7 @@ async def close_day(ledger: Ledger, connection: asyncpg.Connection, day: date, p
 async def _last_credited(connection, accounts: list[str]) -> dict[tuple[str, str], date]:
     """The last day already credited with capacity, per account and program."""
     rows = await connection.fetch(
-        "SELECT service_account_id, program_id, max((detail->>'last_day')::date) AS last_day FROM settlement_results"
-        " WHERE credit_type = 'CAPACITY' AND service_account_id = ANY($1::text[]) GROUP BY 1, 2", accounts)
+        "SELECT r.service_account_id, r.program_id, max((coalesce(r.detail, l.cause)->>'last_day')::date) AS last_day"
+        " FROM settlement_results r LEFT JOIN ledger_lines l ON l.line_id = r.line_id"
+        " WHERE r.credit_type = 'CAPACITY' AND r.service_account_id = ANY($1::text[]) GROUP BY 1, 2", accounts)
     return {(row["service_account_id"], row["program_id"]): row["last_day"] for row in rows}

@@ -357,3 +357,44 @@ async def test_the_ledger_refuses_updates_deletes_and_unbalanced_entries(settlem
                 " WHERE line_id = $1", line["line_id"])
     finally:
         await connection.close()
+
+
+async def test_a_result_keeps_its_inputs_once_and_the_api_still_shows_them(settlement):
+    account, capped, event = new_id("acct"), new_id("acct"), new_id("spd")
+    await settlement.publish(*enrolled(account, SPD), *enrolled(capped, SPD), lifecycle(event))
+    # 2 kWh earns $2.50; 60 kWh earns $75.00, capped at the $60.00 a year.
+    await settlement.publish(performance(event, account, "2"), performance(event, capped, "60"))
+    lines = await settled_count(settlement, [account, capped], 2)
+    assert sorted(line["amount_cents"] for line in lines) == [250, 6000]
+
+    # Each result names its line, whose cause holds the inputs: they are not stored twice.
+    results = await query(settlement, "SELECT r.service_account_id, r.line_id, r.detail, l.cause::text AS cause"
+                                      " FROM settlement_results r LEFT JOIN ledger_lines l ON l.line_id = r.line_id"
+                                      " WHERE r.event_id = $1", event)
+    assert len(results) == 2 and all(row["line_id"] is not None and row["detail"] is None for row in results)
+    causes = {row["service_account_id"]: json.loads(row["cause"]) for row in results}
+    assert causes[capped]["caps_applied"][0]["reduced_to"] == "60.00" and causes[account]["reduction_kwh"] == "2.000000000"
+
+    # The event's settlement (API) still counts the capped account, from its line's cause.
+    database = Database(settlement.settings.database_url)
+    try:
+        operator = await database.mint_credential("billing", "operator")
+    finally:
+        await database.close()
+    request = urllib.request.Request(f"http://127.0.0.1:{settlement.services[0].web_port}/v1/events/{event}/settlement",
+                                     headers={"Authorization": f"Bearer {operator}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = json.loads(response.read())
+    [settleable] = body["by_status"]
+    assert (settleable["status"], settleable["accounts"], settleable["accounts_capped"], settleable["earned"],
+            settleable["paid"]) == ("SETTLEABLE", 2, 1, "77.50", "62.50")
+
+    # A revision to INSUFFICIENT_DATA reverses the line: the result, left without a line, keeps its inputs.
+    await settlement.publish(performance(event, account, "0", revision=1, status="INSUFFICIENT_DATA"))
+    lines = await settled_count(settlement, [account, capped], 3)
+    assert lines[-1]["amount_cents"] == -250
+    [row] = await query(settlement, "SELECT status, line_id, detail::text FROM settlement_results"
+                                    " WHERE service_account_id = $1", account)
+    assert (row["status"], row["line_id"]) == ("INSUFFICIENT_DATA", None)
+    assert json.loads(row["detail"])["performance_revision"] == 1
+    await assert_ledger_balances(settlement)

@@ -10,7 +10,7 @@ in posting order (the line reaching a cap is reduced to what is left; later line
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -28,6 +28,7 @@ from services.settlement.domain.credits import (
     incentive_credit,
 )
 from services.settlement.domain.postings import CapUsage, LineDraft, PostedLine, Prior, settle, withdraw
+from services.settlement.ledger import PostingContext
 
 PROGRAMS = ProgramCatalogue.load(REPO_ROOT / "programs")
 SEP = PROGRAMS["sce-sep-2025"]  # $0.40984 a season day, ≤ $12.50 a bill period, ≤ $50.00 a year; no energy credit
@@ -750,3 +751,29 @@ def test_lines_have_no_id_until_the_ledger_writes_them_and_a_reversal_names_the_
                      AUGUST)
     assert [(line.line_id, line.reverses_line_id, line.amount_cents) for line in revised.lines] == [
         (None, 7, -500), (None, None, 300)]
+
+
+# -- what the ledger adapter keeps of each cause -------------------------------------------------------
+
+def test_a_batch_keeps_one_result_per_cause_and_a_line_keeps_the_inputs_of_its_result():
+    context = PostingContext({}, CapUsage(), {}, date(2025, 9, 1), datetime(2025, 9, 2, 18, tzinfo=timezone.utc),
+                             iter(range(21, 30)))
+    # Revision 0 (7.2 kWh → $9.00) and revision 1 (to INSUFFICIENT_DATA) of one cause, in one batch.
+    for revision, reduction, status in ((0, "7.2", SETTLEABLE), (1, "0", INSUFFICIENT_DATA)):
+        earned = energy_credit(SAVE_POWER_DAYS, performance("EV-9", reduction, revision=revision, status=status),
+                               "nest-labs", date(2025, 8, 19))
+        # The later revision reverses line 21, read from the batch's own prior.
+        settled = settle(earned, context.priors.get(earned.cause_key), context.usage, SEPTEMBER)
+        context.record(settled, earned)
+        if revision == 0:
+            # Its result names the line, whose cause holds the inputs: they are not stored twice.
+            result = context.results[earned.cause_key]
+            assert (result[1], result[12], result[13], result[14]) == (0, 900, 21, None)
+            assert settled.credit.cause["reduction_kwh"] == "7.2"
+    # One result for the cause (an upsert or COPY of two rows for one key would fail): the last,
+    # without a line, so it keeps its inputs itself.
+    [(cause_key, result)] = context.results.items()
+    assert cause_key == "energy/EV-9/SA-1001"
+    assert (result[1], result[6], result[12], result[13]) == (1, INSUFFICIENT_DATA, 0, None)
+    assert '"performance_revision":1' in result[14]
+    assert [line.amount_cents for settled in context.settled for line in settled.lines] == [900, -900]
