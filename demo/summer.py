@@ -66,14 +66,6 @@ class SummerEvent:
     start: datetime  # UTC
     end: datetime
 
-    @property
-    def hours(self) -> int:
-        return int((self.end - self.start).total_seconds() // 3600)
-
-    @property
-    def label(self) -> str:
-        return f"{self.day:%a %m-%d} {self.start.astimezone(LOCAL_ZONE):%H:%M}–{self.end.astimezone(LOCAL_ZONE):%H:%M}"
-
     def request(self, issued_at: datetime) -> dict:
         return {"event_id": self.event_id, "program_id": self.program_id, "action": "SCHEDULE",
                 "reason": "GRID_STRESS", "start": self.start, "end": self.end, "issued_at": issued_at,

@@ -35,6 +35,7 @@ from gridflex.topics import (
 )
 
 from demo.baseline_phase import BaselineMetrics
+from demo.dispatch_phase import DispatchMetrics
 from demo.driving import DemoFailed, collect, distinct, scrape, send_records, tick, wait_for_progress, wait_until
 from demo.enrollment_report import EnrollmentMetrics
 from demo.report import TelemetryMetrics, decoded
@@ -222,13 +223,14 @@ async def settle_summer(settings: ServiceSettings, services: SummerServices, pla
 
     enrollment, telemetry, dispatch = await asyncio.gather(
         scrape(services.enrollment, EnrollmentMetrics.parse), scrape(services.telemetry, TelemetryMetrics.parse),
-        scrape(services.dispatch, _LifecycleOut.parse))
+        scrape(services.dispatch, DispatchMetrics.parse))
     performances, states, incentives, statuses, lifecycle = await asyncio.gather(
         collect(settings, EVENT_PERFORMANCE, sent),
         collect(settings, ENROLLMENT_STATE, enrollment.records_out[ENROLLMENT_STATE]),
         collect(settings, INCENTIVES, enrollment.records_out[INCENTIVES]),
         collect(settings, DEVICE_STATUS, telemetry.device_statuses_out),
-        collect(settings, EVENT_LIFECYCLE, dispatch.lifecycle_out),
+        collect(settings, EVENT_LIFECYCLE, sum(n for topic, n in dispatch.records_out.items()
+                                               if topic.startswith(EVENT_LIFECYCLE))),
     )
     letters = [r async for r in read_records(settings, DEAD_LETTERS, idle_timeout=3.0, max_wait=60.0)]
     (performances, _), (states, _), (incentives, _), (statuses, _), (lifecycle, _), (letters, _) = (
@@ -244,17 +246,3 @@ async def settle_summer(settings: ServiceSettings, services: SummerServices, pla
         settlement=settlement,
         elapsed_s=elapsed_s,
     )
-
-
-@dataclass
-class _LifecycleOut:
-    lifecycle_out: int = 0
-
-    @classmethod
-    def parse(cls, text: str) -> "_LifecycleOut":
-        out = cls()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == "gridflex_records_out_total" and sample.labels["topic"].startswith(EVENT_LIFECYCLE):
-                    out.lifecycle_out += int(sample.value)
-        return out

@@ -16,8 +16,3 @@ class SettlementSettings(ServiceSettings):
         description="On a new ledger, the first local day whose bill periods settlement closes (default: the "
                     "day it first runs); earlier periods are never closed, so never credited",
     )
-    operator_token_sha256: str = Field(
-        "", validation_alias="GRIDFLEX_SETTLEMENT_OPERATOR_TOKEN_SHA256",
-        description="SHA-256 (hex) of the operator's bearer token, which reads every account; empty: operator "
-                    "tokens are minted with `gridflex operator credential` and kept in Postgres",
-    )
