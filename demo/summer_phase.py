@@ -66,8 +66,8 @@ class SettlementMetrics:
                 labels, name = sample.labels, sample.name
                 if name == "gridflex_settlement_lines_total":
                     metrics.lines[labels["program"], labels["credit_type"], labels["kind"]] += int(sample.value)
-                elif name == "gridflex_settlement_cents_total":
-                    metrics.cents[labels["program"], labels["credit_type"], labels["kind"]] += int(sample.value)
+                elif name == "gridflex_settlement_credits_dollars_total":
+                    metrics.cents[labels["program"], labels["credit_type"], labels["kind"]] += round(sample.value * 100)
                 elif name == "gridflex_settlement_results_total":
                     metrics.results += int(sample.value)
                 elif name == "gridflex_settlement_performances_waiting":

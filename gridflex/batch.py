@@ -37,12 +37,17 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, ConsumerStoppedError, IllegalStateError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    CommitFailedError, ConsumerStoppedError, IllegalStateError, KafkaError, TopicAlreadyExistsError,
+)
 from aiokafka.partitioner import murmur2
 from mode import Service
 
 from gridflex.codec import RecordCodec, Undecodable
-from gridflex.metrics import BATCH_SECONDS, CONSUMER_LAG, DEAD_LETTERS, LAST_COMMIT, RECORD_LATENCY, RECORDS_IN, RECORDS_OUT
+from gridflex.metrics import (
+    BATCH_SECONDS, CONSUMER_LAG, DEAD_LETTERS, LAST_COMMIT, RECORD_LATENCY, RECORDS_IN, RECORDS_OUT, STATE_READY,
+    STATE_RESTORE_SECONDS, STATE_RESTORED, error,
+)
 from gridflex.state import PartitionStore, WriteSet, restore
 
 log = structlog.get_logger(__name__)
@@ -50,6 +55,7 @@ log = structlog.get_logger(__name__)
 PATTERN_REFRESH_S = 5.0  # metadata refresh: a new topic matching a pattern is subscribed within this
 COMMITS_IN_FLIGHT = 4  # batches processed ahead of their commit; bounds memory and replay after a crash
 STOP_TIMEOUT_S = 30.0
+LAG_EVERY_S = 10.0  # how often lag is read from the broker's end offsets
 # How long the group waits for a member to rejoin a rebalance. A worker restores its stores from
 # their changelogs inside the assignment callback (a million accounts: 10-20 s); aiokafka's default
 # (the 10 s session timeout) evicts it mid-restore, and two workers then own the same partitions.
@@ -242,6 +248,9 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._batch_seconds = BATCH_SECONDS.labels(service)
+        self._state_ready = STATE_READY.labels(service, name)
+        self._state_ready.set(0)
+        self._committed: dict[TopicPartition, int] = {}  # the last offset committed per assigned partition
 
     def topic_name(self, topic: str) -> str:
         return f"{topic}{self.topic_suffix}"
@@ -337,6 +346,7 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         self.ready.clear()
+        self._state_ready.set(0)
         async with self._processing:
             await self._commits.join()
             for tp in revoked:
@@ -352,7 +362,7 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
                 self._consumer.seek(tp, offset)
             log.info("partitions assigned", pipeline=self.name, partitions=sorted(tp.partition for tp in assigned),
                      positions="stored")
-            self.ready.set()
+            self._assigned(assigned)
             return
         opened = []
         for tp in assigned:
@@ -364,9 +374,23 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
                     self.state_dir / f"p{tp.partition}", TopicPartition(self.changelog_topic, tp.partition)
                 )
                 opened.append(self.stores[tp.partition])
-        await restore(opened, self.bootstrap_servers, self.changelog_topic)
-        log.info("partitions assigned", pipeline=self.name, partitions=sorted(tp.partition for tp in assigned))
+        started = time.monotonic()
+        replayed = await restore(opened, self.bootstrap_servers, self.changelog_topic)
+        STATE_RESTORED.labels(self.service, self.name).inc(replayed)
+        STATE_RESTORE_SECONDS.labels(self.service, self.name).set(time.monotonic() - started)
+        log.info("partitions assigned", pipeline=self.name, partitions=sorted(tp.partition for tp in assigned),
+                 restored_records=replayed)
+        self._assigned(assigned)
+
+    def _assigned(self, assigned: list[TopicPartition]) -> None:
+        # Until its first commit, a partition counts as committed at its assignment: a consumer
+        # that never commits after taking a partition shows up in the time since the last commit.
+        now = time.time()
+        self._committed = {tp: offset for tp, offset in self._committed.items() if tp in assigned}
+        for tp in assigned:
+            LAST_COMMIT.labels(self.service, self.group_id, tp.topic, str(tp.partition)).set(now)
         self.ready.set()
+        self._state_ready.set(1)
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -472,6 +496,7 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
         except (CommitFailedError, IllegalStateError) as exc:
             # The partitions moved to another worker meanwhile: it reads them again from the
             # last commit, and re-emits with the same identities (at-least-once).
+            error("commit")
             log.warning("offsets not committed: partitions were reassigned", pipeline=self.name, error=str(exc))
             return
         self._observe_commit(pending)
@@ -485,8 +510,29 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
             for timestamp_ms in timestamps_ms:
                 observe(max(now - timestamp_ms / 1000, 0.0))
         for tp, offset in pending.offsets.items():
-            partition = str(tp.partition)
-            LAST_COMMIT.labels(self.service, tp.topic, partition).set(now)
+            self._committed[tp] = offset
+            LAST_COMMIT.labels(self.service, self.group_id, tp.topic, str(tp.partition)).set(now)
             end = self._consumer.highwater(tp)
             if end is not None:
-                CONSUMER_LAG.labels(self.service, tp.topic, partition).set(max(end - offset, 0))
+                CONSUMER_LAG.labels(self.service, self.group_id, tp.topic, str(tp.partition)).set(max(end - offset, 0))
+
+    @Service.timer(LAG_EVERY_S)
+    async def _observe_lag(self) -> None:
+        """Lag from the broker's end offsets, also when nothing is committed: a stuck consumer's
+        lag grows while its last commit ages (the highwater seen at commits would freeze)."""
+        if self._consumer is None or not self.ready.is_set():
+            return
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return
+        try:
+            ends = await self._consumer.end_offsets(assigned)
+            for tp in assigned:
+                if tp not in self._committed:
+                    self._committed[tp] = await self._consumer.committed(tp) or 0
+        except KafkaError as exc:  # a rebalance or a broker restart: the next round tries again
+            log.warning("end offsets not read; lag not updated", pipeline=self.name, error=type(exc).__name__)
+            return
+        for tp, end in ends.items():
+            committed = self._committed[tp]
+            CONSUMER_LAG.labels(self.service, self.group_id, tp.topic, str(tp.partition)).set(max(end - committed, 0))

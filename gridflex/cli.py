@@ -58,6 +58,18 @@ def stack_status() -> None:
     local_stack.print_status()
 
 
+@main.command("status")
+def status() -> None:
+    """The local stack (Kafka, PostgreSQL) and every service: ready, starting (restoring or
+    rebalancing) or down; records behind; time since a partition with records waiting was last
+    committed; local state restored; dead letters sent."""
+    from gridflex.service_status import format_services, probe
+
+    local_stack.print_status()
+    click.echo()
+    click.echo(format_services([probe(service) for service in SERVICES]))
+
+
 # -- topics and providers ------------------------------------------------------------------------
 
 
@@ -205,7 +217,141 @@ def incentives_reverse(claim_id: str, reason: str, day: datetime | None, wait_s:
 
 @main.group()
 def events() -> None:
-    """Energy events (dispatch): program hours, an event's life, thermostats that did not answer."""
+    """Energy events (dispatch): publish, update or cancel one; program hours; an event's life and
+    acknowledgment coverage; thermostats that did not answer."""
+
+
+class Instant(click.ParamType):
+    """An ISO 8601 instant; without an offset it is Pacific wall-clock time (the programs' zone)."""
+
+    name = "instant"
+
+    def convert(self, value, param, ctx):
+        from gridflex.calendar import LOCAL_ZONE
+
+        if isinstance(value, datetime):
+            return value
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 time such as 2025-08-14T16:00 or 2025-08-14T23:00Z", param, ctx)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=LOCAL_ZONE)
+
+
+def _now() -> datetime:
+    """The services' "now": the wall clock, or with GRIDFLEX_CLOCK=simulated the latest tick."""
+    from gridflex.clock import ClockNotStarted, latest_tick
+    from gridflex.kafka_io import Codecs
+    from gridflex.settings import ClockMode
+
+    settings = _settings()
+    if settings.clock is not ClockMode.SIMULATED:
+        return datetime.now(timezone.utc)
+    codecs = Codecs(settings)
+    try:
+        return asyncio.run(latest_tick(settings.kafka_bootstrap, codecs.topic_name(CLOCK), codecs.for_topic(CLOCK)))
+    except ClockNotStarted:
+        raise click.ClickException("the simulated clock has not started: publish a tick (`gridflex clock tick`)") from None
+
+
+REASONS = click.Choice(["EMERGENCY", "GRID_STRESS", "HIGH_PRICE", "TEST"])
+_wait_option = click.option("--wait", "wait_s", default=30.0, show_default=True,
+                            help="Seconds to wait for the dispatch service's decision.")
+
+
+def _decide(request: dict, wait_s: float) -> None:
+    """Publish an event request, wait for its decision, and say it: exit 1 when rejected, 2 when
+    no decision came in time."""
+    from services.dispatch.operations import hours, submit_event_request
+
+    step = asyncio.run(submit_event_request(_settings(), request, wait_s))
+    event_id = request["event_id"]
+    if step is None:
+        click.echo(f"no decision on {request['action']} {event_id} within {wait_s:g} s: is the dispatch service "
+                   "running? (`gridflex status`; a malformed request is in `gridflex dead-letters list "
+                   "--source-topic utility.energy-events.v1`)", err=True)
+        sys.exit(2)
+    if step["status"] == "REJECTED":
+        click.echo(f"REJECTED {request['action']} {event_id}:", err=True)
+        for failure in step["failures"]:
+            click.echo(f"  {failure['code']}: {failure['message']}", err=True)
+        sys.exit(1)
+    limit = f" of {hours(step['year_limit_ms'])}" if step["year_limit_ms"] is not None else ""
+    click.echo(f"{step['status']} {event_id} (revision {step['revision']}): {step['start_at'].isoformat()} → "
+               f"{step['end_at'].isoformat()}, counted {hours(step['counted_ms'])} h; "
+               f"{hours(step['year_used_ms'])}{limit} h used this program year")
+
+
+@events.command("publish")
+@click.argument("program_id")
+@click.option("--start", type=Instant(), required=True, help="Event start (ISO 8601; no offset = Pacific time).")
+@click.option("--end", type=Instant(), required=True, help="Event end (ISO 8601; no offset = Pacific time).")
+@click.option("--id", "event_id", help="Event id [default: PROGRAM_ID-<local start as YYYYMMDD-HHMM>, so "
+                                       "publishing the same event twice is one event].")
+@click.option("--offset", "setpoint_offset_f", type=click.IntRange(1, 10), default=4, show_default=True,
+              help="Cooling setpoint raised by this many °F.")
+@click.option("--precool/--no-precool", default=False, show_default=True, help="Pre-cool before the start.")
+@click.option("--reason", type=REASONS, default="GRID_STRESS", show_default=True)
+@click.option("--target", "targets", multiple=True, help="A provider to reach (repeatable) [default: all].")
+@_wait_option
+def events_publish(program_id, start, end, event_id, setpoint_offset_f, precool, reason, targets, wait_s) -> None:
+    """Call an energy event in PROGRAM_ID (as the utility's dispatch system would) and print the
+    dispatch service's decision: scheduled, or rejected with every program limit it breaks."""
+    from gridflex.calendar import LOCAL_ZONE
+    from services.dispatch.operations import event_request
+
+    event_id = event_id or f"{program_id}-{start.astimezone(LOCAL_ZONE):%Y%m%d-%H%M}"
+    _decide(event_request(event_id=event_id, program_id=program_id, action="SCHEDULE", reason=reason, start=start,
+                          end=end, setpoint_offset_f=setpoint_offset_f, precool=precool, targets=list(targets),
+                          issued_at=_now()), wait_s)
+
+
+def _current_event(event_id: str) -> dict:
+    from services.dispatch.operations import UnknownEvent, current_event
+
+    try:
+        return asyncio.run(current_event(_settings(), event_id))
+    except UnknownEvent as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@events.command("update")
+@click.argument("event_id")
+@click.option("--start", type=Instant(), help="New start [default: unchanged].")
+@click.option("--end", type=Instant(), help="New end [default: unchanged].")
+@click.option("--offset", "setpoint_offset_f", type=click.IntRange(1, 10), help="New setpoint offset in °F.")
+@click.option("--precool/--no-precool", default=None, help="Pre-cool or not [default: unchanged].")
+@click.option("--reason", type=REASONS, default="GRID_STRESS", show_default=True)
+@_wait_option
+def events_update(event_id, start, end, setpoint_offset_f, precool, reason, wait_s) -> None:
+    """Change a scheduled event (shorten it, move it, change the offset); what is not given stays.
+    Its providers cannot change (cancel it and publish a new one). Prints the decision: updated,
+    or rejected with the limits it would break."""
+    from services.dispatch.operations import event_request
+
+    event = _current_event(event_id)
+    _decide(event_request(
+        event_id=event_id, program_id=event["program_id"], action="UPDATE", reason=reason,
+        start=start or event["start_at"], end=end or event["end_at"],
+        setpoint_offset_f=setpoint_offset_f or event["setpoint_offset_f"],
+        precool=event["precool"] if precool is None else precool,
+        targets=list(event["targets"]), issued_at=_now()), wait_s)
+
+
+@events.command("cancel")
+@click.argument("event_id")
+@click.option("--reason", type=REASONS, default="GRID_STRESS", show_default=True)
+@_wait_option
+def events_cancel(event_id, reason, wait_s) -> None:
+    """Cancel an event: its thermostats get a CANCEL. Before its start it no longer counts
+    against the program's hours; under way, it counts until now."""
+    from services.dispatch.operations import event_request
+
+    event = _current_event(event_id)
+    _decide(event_request(
+        event_id=event_id, program_id=event["program_id"], action="CANCEL", reason=reason, start=event["start_at"],
+        end=event["end_at"], setpoint_offset_f=event["setpoint_offset_f"], precool=event["precool"],
+        targets=list(event["targets"]), issued_at=_now()), wait_s)
 
 
 @events.command("hours")
@@ -242,6 +388,48 @@ def events_unacknowledged(event_id: str, provider: str | None) -> None:
 
     lines = asyncio.run(unacknowledged_lines(_settings(), event_id, provider))
     click.echo("\n".join(lines) if lines else "every thermostat reached had acknowledged by the start", err=not lines)
+
+
+# -- accounts ------------------------------------------------------------------------------------
+
+
+@main.group()
+def accounts() -> None:
+    """A service account: its enrollments and the decisions on it; its bill statements."""
+
+
+@accounts.command("show")
+@click.argument("service_account_id")
+def accounts_show(service_account_id: str) -> None:
+    """Enrollment periods (every provider), lockouts, data-sharing authorizations, every decision
+    with the rules it failed, and the bill periods with credits."""
+    from services.enrollment.operations import account_report
+    from services.settlement.operations import statement_report
+
+    enrollment = asyncio.run(account_report(_settings(), service_account_id))
+    periods = asyncio.run(statement_report(_settings(), service_account_id, None))
+    if enrollment is None and periods is None:
+        click.echo(f"nothing is known of account {service_account_id!r} (no enrollment request, no credit)", err=True)
+        sys.exit(1)
+    click.echo("\n".join(enrollment or [f"account {service_account_id}: no enrollment request"]))
+    click.echo("  bill periods with credits:")
+    click.echo("\n".join(f"    {line}" for line in periods) if periods else "    none")
+
+
+@accounts.command("statement")
+@click.argument("service_account_id")
+@click.argument("bill_period_start", type=click.DateTime(["%Y-%m-%d"]))
+def accounts_statement(service_account_id: str, bill_period_start: datetime) -> None:
+    """One bill period's statement: every credit and reversal line with the rule and the
+    arithmetic behind it (BILL_PERIOD_START as listed by `gridflex accounts show`)."""
+    from services.settlement.operations import statement_report
+
+    lines = asyncio.run(statement_report(_settings(), service_account_id, bill_period_start.date()))
+    if lines is None:
+        click.echo(f"no statement for {service_account_id} starting {bill_period_start.date()} "
+                   "(`gridflex accounts show` lists its bill periods)", err=True)
+        sys.exit(1)
+    click.echo("\n".join(lines))
 
 
 # -- dead letters --------------------------------------------------------------------------------

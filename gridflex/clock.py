@@ -60,8 +60,10 @@ class SimulatedClock:
         await self._started.wait()
 
 
-async def follow_clock_topic(clock: SimulatedClock, bootstrap: str, topic: str, codec: RecordCodec) -> None:
-    """Advance ``clock`` with every tick on ``topic``, starting from the latest one published.
+async def follow_clock_topic(clock: SimulatedClock, bootstrap: str, topic: str, codec: RecordCodec,
+                             until_caught_up: bool = False) -> None:
+    """Advance ``clock`` with every tick on ``topic``, starting from the latest one published
+    (forever, or ``until_caught_up`` with the end of the topic as it was at the start).
 
     Every instance of every service follows the whole (single-partition) topic, so it reads it
     without a consumer group rather than through a Faust agent.
@@ -73,7 +75,7 @@ async def follow_clock_topic(clock: SimulatedClock, bootstrap: str, topic: str, 
         consumer.assign([partition])
         end = (await consumer.end_offsets([partition]))[partition]
         consumer.seek(partition, max(end - 1, 0))
-        while True:
+        while not (until_caught_up and await consumer.position(partition) >= end):
             batch = await consumer.getmany(partition, timeout_ms=500)
             for message in batch.get(partition, []):
                 tick = codec.decode(message.value)
@@ -83,3 +85,14 @@ async def follow_clock_topic(clock: SimulatedClock, bootstrap: str, topic: str, 
                 clock.advance(tick["now"])
     finally:
         await consumer.stop()
+
+
+async def latest_tick(bootstrap: str, topic: str, codec: RecordCodec, timeout_s: float = 5.0) -> datetime:
+    """The simulated "now" the services see: the latest tick on ``topic`` (for operator commands
+    that date what they send, e.g. an event request's issued_at)."""
+    clock = SimulatedClock()
+    try:
+        await asyncio.wait_for(follow_clock_topic(clock, bootstrap, topic, codec, until_caught_up=True), timeout_s)
+    except asyncio.TimeoutError:
+        pass
+    return clock.now()  # ClockNotStarted when no tick was ever published

@@ -28,6 +28,7 @@ from yoyo import get_backend, read_migrations
 
 from gridflex import REPO_ROOT
 from gridflex.calendar import iso_instant
+from gridflex.metrics import error
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -234,6 +235,7 @@ class Database:
                 async with pool.acquire() as connection, connection.transaction():
                     return await write(connection)
             except TRANSIENT_ERRORS as exc:
+                error("database")
                 log.warning("postgres unavailable; retrying the batch", error=type(exc).__name__,
                             detail=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)

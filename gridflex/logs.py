@@ -13,10 +13,21 @@ import logging.config
 import structlog
 
 
+_process = {"service": None}
+
+
+def add_service(logger, method_name: str, event_dict: dict) -> dict:
+    """Every line names its service, also those of library threads that never saw the context."""
+    if _process["service"]:
+        event_dict.setdefault("service", _process["service"])
+    return event_dict
+
+
 SHARED_PROCESSORS = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
+    structlog.contextvars.merge_contextvars,
+    add_service,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
 
@@ -32,7 +43,7 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> d
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    structlog.contextvars.bind_contextvars(service=service)
+    _process["service"] = service
     config = {
         "version": 1,
         "disable_existing_loggers": False,

@@ -42,16 +42,42 @@ RECORD_LATENCY = Histogram(
 )
 CONSUMER_LAG = Gauge(
     "gridflex_consumer_lag", "Records behind the partition end (end offset - committed offset)",
-    ["service", "topic", "partition"],
+    ["service", "group", "topic", "partition"],
 )
 CLOCK_NOW = Gauge(
     "gridflex_clock_now_seconds", "The service's current time (simulated mode: the latest tick read; 0 before any)",
     ["service"],
 )
 LAST_COMMIT = Gauge(
-    "gridflex_last_commit_timestamp_seconds", "Unix time of the partition's last offset commit",
-    ["service", "topic", "partition"],
+    "gridflex_last_commit_timestamp_seconds",
+    "Unix time of the partition's last offset commit (or of its assignment, before the first)",
+    ["service", "group", "topic", "partition"],
 )
+STATE_READY = Gauge(
+    "gridflex_state_ready", "1 once a pipeline's partitions are assigned and its local state restored; "
+    "0 while restoring or rebalancing", ["service", "state"],
+)
+STATE_RESTORED = Counter(
+    "gridflex_state_restored_records", "Changelog records replayed into local state", ["service", "state"],
+)
+STATE_RESTORE_SECONDS = Gauge(
+    "gridflex_state_restore_duration_seconds", "How long the last restore of local state took", ["service", "state"],
+)
+ERRORS = Counter(
+    "gridflex_errors", "Failures the service survived: a retried database write (database), offsets not "
+    "committed after a rebalance (commit), an API request answered 503 (dependency)", ["service", "kind"],
+)
+_service = {"name": "gridflex"}
+
+
+def identify(service: str) -> None:
+    """Name the process's service for metrics recorded where no service is at hand (``error``)."""
+    _service["name"] = service
+
+
+def error(kind: str) -> None:
+    """Count one survived failure of this process's service (``gridflex_errors_total``)."""
+    ERRORS.labels(_service["name"], kind).inc()
 
 
 GC_PAUSES = Histogram(
@@ -89,15 +115,16 @@ class ServiceMonitor(PrometheusMonitor):
     offsets for every message and a gauge update there costs measurable throughput.
     """
 
-    def __init__(self, service: str, **kwargs):
+    def __init__(self, service: str, group: str, **kwargs):
         super().__init__(metrics=_faust_metrics(), **kwargs)
         self.service = service
+        self.group = group
 
     def on_tp_commit(self, tp_offsets: TPOffsetMapping) -> None:
         super().on_tp_commit(tp_offsets)
         now = time.time()
         for tp in tp_offsets:
-            LAST_COMMIT.labels(self.service, tp.topic, str(tp.partition)).set(now)
+            LAST_COMMIT.labels(self.service, self.group, tp.topic, str(tp.partition)).set(now)
             self._update_lag(tp)
 
     def _update_lag(self, tp: TP) -> None:
@@ -105,7 +132,7 @@ class ServiceMonitor(PrometheusMonitor):
         if end is None:
             return
         committed = self.tp_committed_offsets.get(tp, 0)
-        CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(max(end - committed, 0))
+        CONSUMER_LAG.labels(self.service, self.group, tp.topic, str(tp.partition)).set(max(end - committed, 0))
 
 
 _FAUST_METRICS: FaustMetrics | None = None

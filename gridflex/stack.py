@@ -222,11 +222,14 @@ STATUS_COLUMNS = (("component", "COMPONENT"), ("state", "STATE"), ("pid", "PID")
 
 def format_status(rows: list[dict]) -> str:
     """An aligned text table of status() rows."""
-    cells = [[title for _, title in STATUS_COLUMNS]]
-    for row in rows:
-        shown = dict(row, state="running" if row.get("running") else "stopped")
-        cells.append(["-" if shown.get(key) in (None, "") else str(shown[key]) for key, _ in STATUS_COLUMNS])
-    widths = [max(len(line[i]) for line in cells) for i in range(len(STATUS_COLUMNS))]
+    return text_table(STATUS_COLUMNS, [dict(row, state="running" if row.get("running") else "stopped") for row in rows])
+
+
+def text_table(columns: tuple[tuple[str, str], ...], rows: list[dict]) -> str:
+    """Rows as aligned text under ``columns`` ((key, TITLE) pairs); a missing value shows as -."""
+    cells = [[title for _, title in columns]]
+    cells += [["-" if row.get(key) in (None, "") else str(row[key]) for key, _ in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in cells)
 
 

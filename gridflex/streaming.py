@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from gridflex.batch import BatchPipeline, Handler
 from gridflex.clock import ClockNotStarted, SimulatedClock, WallClock, follow_clock_topic
 from gridflex.codec import RecordCodec, SchemaRegistry
-from gridflex.metrics import CLOCK_NOW, ServiceMonitor
+from gridflex.metrics import CLOCK_NOW, ServiceMonitor, identify
 from gridflex.mirror import TopicMirror
 from gridflex.settings import ClockMode, ServiceSettings
 from gridflex.topics import CLOCK, DEAD_LETTERS as DEAD_LETTER_TOPIC, TopicCatalogue
@@ -64,7 +64,8 @@ class ServiceRuntime:
             # previous metadata, so the URL must not change with the web port between restarts.
             canonical_url=f"http://{settings.instance_id or socket.gethostname()}",
         )
-        self.app.monitor = ServiceMonitor(service)
+        identify(service)
+        self.app.monitor = ServiceMonitor(service, self.app.conf.id)
         CLOCK_NOW.labels(service).set_function(self._clock_seconds)
         self._pipelines: list[BatchPipeline] = []
         self._mirrors: list[TopicMirror] = []

@@ -13,6 +13,7 @@ from faust.web import View
 
 from gridflex.clock import ClockNotStarted
 from gridflex.db import TRANSIENT_ERRORS
+from gridflex.metrics import error
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +59,7 @@ def answering(handler: Handler, errors: dict[type[Exception], Callable[[Any], Re
         except handled as invalid:
             return next(respond for kind, respond in errors.items() if isinstance(invalid, kind))(invalid)
         except (*TRANSIENT_ERRORS, KafkaError, ClockNotStarted) as exc:
+            error("dependency")
             log.warning("request failed: a dependency is unavailable", route=handler.__name__, error=type(exc).__name__)
             return error_response(503, "unavailable", "the service cannot answer now; try again shortly",
                                   headers={"Retry-After": "5"})

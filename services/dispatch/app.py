@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from datetime import date, datetime, timezone
@@ -26,6 +27,7 @@ from prometheus_client import Counter, Gauge
 from gridflex import enrollments
 from gridflex.batch import Batch
 from gridflex.calendar import local_date
+from gridflex.clock import ClockNotStarted
 from gridflex.codec import Undecodable
 from gridflex.metrics import count
 from gridflex.programs import ProgramCatalogue
@@ -61,6 +63,8 @@ WITHDRAWN = Counter("gridflex_dispatch_withdrawn_devices", "Thermostats sent a C
                     "ended between the SCHEDULE and the start", ["program"])
 NOT_ADDED = Counter("gridflex_dispatch_late_enrollments", "Thermostats that came into effect for an event after "
                     "its SCHEDULE was fanned out, and were not added", ["program"])
+EVENTS = Gauge("gridflex_dispatch_events", "Events accepted and not ended or cancelled: not started yet (scheduled) "
+               "or under way (active); every worker reports every event", ["program", "state"])
 FANOUT_PENDING = Gauge("gridflex_dispatch_fanout_in_progress", "Event steps being fanned out, per partition",
                        ["partition"])
 
@@ -231,9 +235,21 @@ class Steps:
         return [(event_id, record) for event_id, record in self.latest.items()
                 if record["status"] not in (CANCELLED, ENDED)]
 
+    def count_open(self, program_id: str, state: str) -> int:
+        """``program_id``'s open events that are under way (active) or not yet (scheduled)."""
+        try:
+            now = runtime.now()
+        except ClockNotStarted:
+            now = None
+        return sum(1 for _, record in self.open_events() if record["program_id"] == program_id
+                   and state == ("active" if record["status"] == STARTED or (now and record["start"] <= now)
+                                 else "scheduled"))
+
 
 steps = Steps()
 lifecycle_mirror = runtime.mirror(EVENT_LIFECYCLE, steps.apply)
+for program_id, state in [(program.id, state) for program in programs for state in ("scheduled", "active")]:
+    EVENTS.labels(program_id, state).set_function(functools.partial(steps.count_open, program_id, state))
 
 
 async def fan_out(batch: Batch) -> None:

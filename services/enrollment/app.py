@@ -52,7 +52,7 @@ from services.enrollment.settings import EnrollmentSettings
 log = structlog.get_logger(__name__)
 
 SERVICE = "enrollment"
-DECISIONS = Counter("gridflex_enrollment_decisions", "Enrollment decisions", ["program", "action", "outcome"])
+DECISIONS = Counter("gridflex_enrollment_decisions", "Enrollment decisions", ["program", "provider", "action", "outcome"])
 RULE_FAILURES = Counter("gridflex_enrollment_rule_failures", "Failed rules in rejected requests", ["code"])
 DUPLICATE_REQUESTS = Counter("gridflex_enrollment_duplicate_requests", "Re-delivered requests already decided")
 WAITING_REQUESTS = Counter(
@@ -218,7 +218,7 @@ def _publish(batch: Batch, books: AccountBooks, now) -> None:
     for decision in decisions:
         batch.emit(ENROLLMENT_DECISIONS.format(provider_id=decision["provider_id"]),
                    decision["service_account_id"], decision)
-    count(DECISIONS, ((d["program_id"], d["action"], d["outcome"]) for d in decisions))
+    count(DECISIONS, ((d["program_id"], d["provider_id"], d["action"], d["outcome"]) for d in decisions))
     count(RULE_FAILURES, ((failure["code"],) for d in decisions for failure in d["failures"]))
     for claim in books.outcome.claims:
         batch.emit(INCENTIVE_CLAIMS, claim["program_id"], claim)

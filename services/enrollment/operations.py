@@ -1,4 +1,5 @@
-"""What an operator does to the enrollment service's books: reverse a bonus or rebate paid in error.
+"""What an operator asks of the enrollment service's books: an account's enrollments and the
+decisions on it; and reversing a bonus or rebate paid in error.
 
 The reversal travels the same road as every claim: a REVERSE record on
 ``gridflex.enrollment.incentive-claims.v1``, decided by the ledger in log order (it checks that the
@@ -22,6 +23,42 @@ from services.enrollment.domain.accounts import ClaimId, reversal
 from services.enrollment.projection import Database
 
 POLL_MS = 200
+
+
+async def account_report(settings: ServiceSettings, service_account_id: str) -> list[str] | None:
+    """The account's enrollment periods (every provider), lockouts and data-sharing
+    authorizations, then every decision on it, newest first; None when nothing is known."""
+    database = Database(settings.database_url)
+    try:
+        pool = await database.pool()
+        state = await pool.fetchval("SELECT state FROM enrollment_accounts WHERE service_account_id = $1",
+                                    service_account_id)
+        decisions = await pool.fetch(
+            "SELECT provider_id, request_id, program_id, action, thermostat_serial, outcome, effective_date, failures,"
+            " decided_at FROM enrollment_decisions WHERE service_account_id = $1 ORDER BY decided_at DESC, request_id",
+            service_account_id)
+    finally:
+        await database.close()
+    if state is None and not decisions:
+        return None
+    state = state or {}
+    report = [f"account {service_account_id}", "  enrollments:"]
+    report += [f"    {period['program_id']:<24} {period['provider_id']:<12} thermostat {period['thermostat_serial']}  "
+               f"{period['effective_from']} → {period['effective_to'] or 'open'}"
+               + (f" ({period['end_reason']})" if period.get("end_reason") else "")
+               for period in state.get("enrollments", [])] or ["    none"]
+    report += [f"  lockout: {lockout['program_id']} until {lockout['until']} ({lockout['reason']})"
+               for lockout in state.get("lockouts", [])]
+    report += [f"  authorization {grant['authorization_id']} ({grant['provider_id']}): {grant['status']}"
+               + (", re-authorization required" if grant.get("reauthorization_required") else "")
+               for grant in state.get("authorizations", [])]
+    report.append("  decisions (newest first):")
+    for row in decisions:
+        effective = f" effective {row['effective_date']}" if row["effective_date"] else ""
+        report.append(f"    {row['decided_at'].isoformat()}  {row['provider_id']}/{row['request_id']}  {row['program_id']} "
+                      f"{row['action']} {row['thermostat_serial']}: {row['outcome']}{effective}")
+        report += [f"      {failure['code']}: {failure['message']}" for failure in row["failures"] or []]
+    return report
 
 
 class ReversalRefused(Exception):

@@ -57,14 +57,7 @@ def add_routes(runtime: ServiceRuntime, ledger: Ledger, programs: ProgramCatalog
 
     async def account_statements(request: Request, service_account_id: str) -> Response:
         who = await caller(request)
-        pool = await ledger.pool()
-        rows = await pool.fetch(
-            "SELECT l.bill_period_start, l.bill_period_end, count(*) AS line_count, sum(l.amount_cents)::bigint AS total_cents,"
-            " s.closed_at FROM ledger_lines l LEFT JOIN bill_statements s ON s.service_account_id = l.service_account_id"
-            " AND s.bill_period_start = l.bill_period_start"
-            " WHERE l.service_account_id = $1 AND ($2::text IS NULL OR l.provider_id = $2)"
-            " GROUP BY l.bill_period_start, l.bill_period_end, s.closed_at ORDER BY l.bill_period_start",
-            service_account_id, who.provider_id)
+        rows = await ledger.bill_periods(service_account_id, who.provider_id)
         if not rows:
             raise Refused(error_response(404, "not_found", "no credits on this account that you may read"))
         return json_response({"service_account_id": service_account_id, "bill_periods": [
@@ -77,17 +70,9 @@ def add_routes(runtime: ServiceRuntime, ledger: Ledger, programs: ProgramCatalog
     async def account_statement(request: Request, service_account_id: str, bill_period_start: str) -> Response:
         who = await caller(request)
         start = parse_date(bill_period_start, "bill_period_start")
-        pool = await ledger.pool()
-        lines = await pool.fetch(
-            "SELECT l.line_id, e.entry_id, l.program_id, l.credit_type, l.event_id, l.bill_period_end, l.amount_cents,"
-            " l.reverses_line_id, l.cause::text, l.posted_at, l.provider_id FROM ledger_lines l"
-            " JOIN ledger_entries e ON e.line_id = l.line_id AND e.ledger_account = 'CUSTOMER_CREDIT'"
-            " WHERE l.service_account_id = $1 AND l.bill_period_start = $2 AND ($3::text IS NULL OR l.provider_id = $3)"
-            " ORDER BY l.line_id", service_account_id, start, who.provider_id)
+        lines, closed = await ledger.statement(service_account_id, start, who.provider_id)
         if not lines:
             raise Refused(error_response(404, "not_found", "no statement for this account and bill period that you may read"))
-        closed = await pool.fetchrow("SELECT closed_at, total_cents FROM bill_statements"
-                                     " WHERE service_account_id = $1 AND bill_period_start = $2", service_account_id, start)
         total = sum(line["amount_cents"] for line in lines)
         return json_response({
             "service_account_id": service_account_id, "bill_period_start": start.isoformat(),

@@ -40,8 +40,8 @@ log = structlog.get_logger(__name__)
 
 SERVICE = "settlement"
 LINES = Counter("gridflex_settlement_lines", "Ledger lines posted", ["program", "credit_type", "kind"])
-CENTS = Counter("gridflex_settlement_cents", "Customer credit posted, in cents: credits, and reversals (as positive "
-                "amounts; net = credit - reversal)", ["program", "credit_type", "kind"])
+CREDITS = Counter("gridflex_settlement_credits_dollars", "Customer credit posted, in dollars: credits, and reversals "
+                  "(as positive amounts; net = credit - reversal)", ["program", "credit_type", "kind"])
 CAPS = Counter("gridflex_settlement_caps_applied", "Lines reduced by a cap", ["program", "cap"])
 RESULTS = Counter("gridflex_settlement_results", "Causes settled (event results, capacity periods, incentives)",
                   ["program", "credit_type", "status"])
@@ -249,7 +249,7 @@ def observe(outcome: settling.Outcome) -> None:
         for line in settled.lines:
             kind = "reversal" if line.reverses_line_id is not None else "credit"
             LINES.labels(line.program_id, line.credit_type, kind).inc()
-            CENTS.labels(line.program_id, line.credit_type, kind).inc(abs(line.amount_cents))
+            CREDITS.labels(line.program_id, line.credit_type, kind).inc(abs(line.amount_cents) / 100)
         for cap in settled.caps_applied:
             CAPS.labels(earned.program_id, cap["cap"]).inc()
 

@@ -25,6 +25,8 @@ import orjson
 import structlog
 from aiokafka import TopicPartition
 
+from prometheus_client import Histogram
+
 from gridflex import db
 from gridflex.batch import InputRecord
 from gridflex.calendar import bill_period, local_date, local_day_bounds
@@ -33,6 +35,11 @@ from services.settlement.domain.credits import Earned
 from services.settlement.domain.postings import CapUsage, LineDraft, PostedLine, Prior, Settled
 
 log = structlog.get_logger(__name__)
+
+WRITE_SECONDS = Histogram(
+    "gridflex_settlement_ledger_write_seconds", "One ledger transaction: a batch's lines and positions, or a close "
+    "(retries after a database outage included)", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 
 LINE_COLUMNS = [
     "line_id", "idempotency_key", "service_account_id", "program_id", "provider_id", "credit_type", "event_id",
@@ -126,6 +133,40 @@ class PostingContext:
 
 class Ledger(db.Database):
     """Settlement's tables: batch application, closes, and the reads of the HTTP API."""
+
+    async def write(self, write):
+        """One ledger transaction (see :meth:`gridflex.db.Database.write`), timed."""
+        with WRITE_SECONDS.time():
+            return await super().write(write)
+
+    # -- statements (the API and `gridflex accounts`) ------------------------------------------
+
+    async def bill_periods(self, service_account_id: str, provider_id: str | None = None) -> list[asyncpg.Record]:
+        """The account's bill periods with lines (only ``provider_id``'s, when given): count, total, closed_at."""
+        pool = await self.pool()
+        return await pool.fetch(
+            "SELECT l.bill_period_start, l.bill_period_end, count(*) AS line_count, sum(l.amount_cents)::bigint AS total_cents,"
+            " s.closed_at FROM ledger_lines l LEFT JOIN bill_statements s ON s.service_account_id = l.service_account_id"
+            " AND s.bill_period_start = l.bill_period_start"
+            " WHERE l.service_account_id = $1 AND ($2::text IS NULL OR l.provider_id = $2)"
+            " GROUP BY l.bill_period_start, l.bill_period_end, s.closed_at ORDER BY l.bill_period_start",
+            service_account_id, provider_id)
+
+    async def statement(self, service_account_id: str, bill_period_start: date,
+                        provider_id: str | None = None) -> tuple[list[asyncpg.Record], asyncpg.Record | None]:
+        """One bill period's lines (only ``provider_id``'s, when given), each with its cause, and
+        the closed statement (None while the period is open)."""
+        pool = await self.pool()
+        lines = await pool.fetch(
+            "SELECT l.line_id, e.entry_id, l.program_id, l.credit_type, l.event_id, l.bill_period_end, l.amount_cents,"
+            " l.reverses_line_id, l.cause::text, l.posted_at, l.provider_id FROM ledger_lines l"
+            " JOIN ledger_entries e ON e.line_id = l.line_id AND e.ledger_account = 'CUSTOMER_CREDIT'"
+            " WHERE l.service_account_id = $1 AND l.bill_period_start = $2 AND ($3::text IS NULL OR l.provider_id = $3)"
+            " ORDER BY l.line_id", service_account_id, bill_period_start, provider_id)
+        closed = await pool.fetchrow("SELECT closed_at, total_cents FROM bill_statements"
+                                     " WHERE service_account_id = $1 AND bill_period_start = $2",
+                                     service_account_id, bill_period_start)
+        return lines, closed
 
     # -- positions -----------------------------------------------------------------------------
 

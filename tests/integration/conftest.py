@@ -87,10 +87,10 @@ class IsolatedSystem:
     async def read(self, topic: str, **options) -> list:
         return [record async for record in read_records(self.settings, topic, **options)]
 
-    async def command(self, *args: str) -> tuple[int, str, str]:
+    async def command(self, *args: str, **env: str) -> tuple[int, str, str]:
         """Run the `gridflex` operator command on this system's topics: (exit code, stdout, stderr)."""
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gridflex.cli", *args, env={**os.environ, **self.env()},
+            sys.executable, "-m", "gridflex.cli", *args, env={**os.environ, **self.env(**env)},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         out, err = await process.communicate()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -404,3 +405,19 @@ async def test_while_postgres_is_down_batches_wait_and_the_api_answers_503(isola
         service.stop()
     await database.close()
     assert (decided.status, decided.body["outcome"]) == (200, "ACCEPTED")
+
+
+async def test_the_service_logs_json_lines_with_domain_ids_and_never_a_token(enrollment):
+    # Runs after the module's other tests: requests accepted, refused for another provider's
+    # path, with wrong and revoked tokens.
+    [service] = enrollment.system.services
+    lines = service.log_path.read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"timestamp", "level", "event", "service"} <= record.keys() for record in records)
+    submitted = [record for record in records if record["event"] == "enrollment request submitted"]
+    assert submitted and all(record["provider_id"] in PROVIDERS and record["request_id"] for record in submitted)
+    refused = [record for record in records if record["event"] == "request refused: another provider's path"]
+    assert refused and refused[0]["provider_id"] == "energyhub"
+    text = "\n".join(lines)
+    assert not [provider for provider, token in enrollment.tokens.items() if token in text]
+    assert "Bearer" not in text and "not-a-token" not in text
