@@ -85,6 +85,7 @@ async def test_status_shows_each_service_ready_or_down(dispatch):
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()}
     assert rows["dispatch"][1:3] == [f"127.0.0.1:{service.web_port}", "ready"]
     assert rows["dispatch"][3].isdigit()  # records behind, from /metrics
+    assert rows["dispatch"][5] == "4/4"  # every pipeline's local state restored (events, fan-out, 2 projections)
     assert rows["baseline"][1:3] == ["127.0.0.1:1", "down"]
 
 
