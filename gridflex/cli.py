@@ -12,9 +12,11 @@ import structlog
 
 from gridflex import stack as local_stack
 from gridflex.settings import ServiceSettings
+from gridflex.meter_import import import_group
 from gridflex.topics import CLOCK, InvalidProviderId, TopicCatalogue, create_topics
+from services.vtn.clients import vtn_group
 
-SERVICES = ("telemetry", "enrollment", "dispatch", "baseline", "settlement")
+SERVICES = ("telemetry", "enrollment", "dispatch", "baseline", "settlement", "vtn")
 
 
 def _settings() -> ServiceSettings:
@@ -728,6 +730,12 @@ def schemas_check(against: str) -> None:
     if problems:
         sys.exit(1)
     click.echo("schemas: all parse; every earlier version stays readable")
+
+
+# -- commands kept beside what they operate -------------------------------------------------------
+
+main.add_command(import_group)
+main.add_command(vtn_group)
 
 
 if __name__ == "__main__":

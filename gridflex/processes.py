@@ -23,7 +23,7 @@ from gridflex.topics import TopicCatalogue, TopicSpec, create_topics
 
 WEB_PORT_VARIABLE = {"telemetry": "GRIDFLEX_TELEMETRY_WEB_PORT", "enrollment": "GRIDFLEX_ENROLLMENT_WEB_PORT",
                      "dispatch": "GRIDFLEX_DISPATCH_WEB_PORT", "baseline": "GRIDFLEX_BASELINE_WEB_PORT",
-                     "settlement": "GRIDFLEX_SETTLEMENT_WEB_PORT"}
+                     "settlement": "GRIDFLEX_SETTLEMENT_WEB_PORT", "vtn": "GRIDFLEX_VTN_WEB_PORT"}
 
 
 class ServiceFailed(RuntimeError):

@@ -6,9 +6,11 @@ Reads the six public Green Button (NAESB ESPI) sample files covering
 row per hour and one integer Wh column per profile. Values are not changed;
 only the interval start is reformatted from epoch seconds to ISO-8601 UTC.
 
-    python3 scripts/derive_demo_data.py --source ../shared/data/greenbutton --out data/demo
+    .venv/bin/python scripts/derive_demo_data.py --source ../shared/data/greenbutton --out data/demo
 
-Stdlib only. See data/demo/ATTRIBUTION.md for provenance and licence.
+The files are read with gridflex.greenbutton, the parser `gridflex import greenbutton` uses
+(electricity in Wh only, no gap or duplicate interval), so run it with the project's virtualenv.
+See data/demo/ATTRIBUTION.md for provenance and licence.
 """
 
 from __future__ import annotations
@@ -17,17 +19,16 @@ import argparse
 import csv
 import io
 import sys
-import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from pathlib import Path
+
+from gridflex.greenbutton import GreenButtonError, read_electricity
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "greenbutton"
 DEFAULT_OUT = REPO / "data" / "demo"
 CSV_NAME = "greenbutton-2011-hourly-wh.csv"
 
-NS = {"atom": "http://www.w3.org/2005/Atom", "espi": "http://naesb.org/espi"}
-UOM_WH = 72  # ESPI unit of measure code for watt-hours
 HOUR = 3600  # seconds
 HOURS_IN_2011 = 8760
 
@@ -49,47 +50,24 @@ class DerivationError(Exception):
     """The source data is not what the demo file is derived from."""
 
 
-def _int(element: ET.Element, path: str, where: str) -> int:
-    found = element.find(path, NS)
-    if found is None or found.text is None:
-        raise DerivationError(f"{where}: missing {path}")
-    return int(found.text.strip())
-
-
 def read_profile(path: Path) -> list[Reading]:
-    """Return (interval_start, value_wh) for every IntervalReading in one ESPI feed."""
-    feed = ET.parse(path).getroot()
-    if feed.tag != f"{{{NS['atom']}}}feed":
-        raise DerivationError(f"{path.name}: root is {feed.tag}, not an Atom feed")
-
-    # exactly one ReadingType, in Wh, so every IntervalReading is unambiguous
-    reading_types = feed.findall("atom:entry/atom:content/espi:ReadingType", NS)
-    if len(reading_types) != 1:
-        raise DerivationError(f"{path.name}: expected 1 ReadingType, found {len(reading_types)}")
-    uom = _int(reading_types[0], "espi:uom", path.name)
-    multiplier = _int(reading_types[0], "espi:powerOfTenMultiplier", path.name)
-    if uom != UOM_WH:
-        raise DerivationError(f"{path.name}: uom {uom} is not {UOM_WH} (Wh)")
-
+    """Return (interval_start, value_wh) for every hourly reading of one Green Button file, in
+    start order; the parser has refused gaps, duplicates and anything but electricity in Wh."""
+    try:
+        series = read_electricity(path)
+    except (GreenButtonError, OSError) as error:
+        raise DerivationError(str(error)) from None
+    if len(series) != 1:
+        raise DerivationError(f"{path.name}: expected 1 usage point, found {len(series)}")
+    [profile] = series
+    if profile.interval_seconds != HOUR:
+        raise DerivationError(f"{path.name}: readings last {profile.interval_seconds} s, not {HOUR}")
     readings = []
-    blocks = feed.findall("atom:entry/atom:content/espi:IntervalBlock", NS)
-    for reading in (r for b in blocks for r in b.findall("espi:IntervalReading", NS)):
-        interval_start = _int(reading, "espi:timePeriod/espi:start", path.name)
-        duration = _int(reading, "espi:timePeriod/espi:duration", path.name)
-        if duration != HOUR:
-            raise DerivationError(f"{path.name}: reading at {interval_start} lasts {duration} s")
-        readings.append((interval_start, scale_to_wh(_int(reading, "espi:value", path.name), multiplier)))
+    for read in profile.reads:
+        if read.wh != read.wh.to_integral_value():
+            raise DerivationError(f"{path.name}: {read.wh} Wh at {read.start:%Y-%m-%dT%H:%M:%SZ} is not a whole Wh")
+        readings.append((int(read.start.timestamp()), int(read.wh)))
     return readings
-
-
-def scale_to_wh(value: int, multiplier: int) -> int:
-    """value x 10^multiplier, exactly; refuse a result that is not a whole Wh."""
-    if multiplier >= 0:
-        return value * 10**multiplier
-    quotient, remainder = divmod(value, 10**-multiplier)
-    if remainder:
-        raise DerivationError(f"{value} x 10^{multiplier} Wh is not a whole number of Wh")
-    return quotient
 
 
 def check_hourly(profile: str, readings: list[Reading]) -> None:
@@ -151,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         profiles = read_profiles(args.source)
-    except (DerivationError, OSError, ET.ParseError) as error:
+    except (DerivationError, OSError) as error:
         print(f"derive_demo_data: {error}", file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
