@@ -3,7 +3,8 @@
 #   docker build -t gridflex .
 #   docker run --rm gridflex --help
 #   docker run --rm -e GRIDFLEX_KAFKA_BOOTSTRAP=kafka:9092 gridflex run telemetry
-# docker-compose.yml builds and runs it; the local stack (`make up`) does not need it.
+# docker-compose.yml builds and runs it, and so can the Helm chart (deploy/helm/gridflex); the local
+# stack (`make up`) does not need it.
 
 # Pinned to a patch release (bumped deliberately, never `latest`). Debian release pinned too so
 # the glibc under the manylinux wheels (rocksdict, faust, asyncpg) does not change by surprise.
@@ -15,9 +16,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 
-# The build happens in /src, which is deleted once installed: at run time the code lives only in
-# site-packages (so `import gridflex` never picks up a stray source copy from the working dir).
-WORKDIR /src
+# The application lives in /app, laid out as in the repository. The code finds its files from the
+# package's own location (gridflex/__init__.py: REPO_ROOT, the directory above gridflex/): the
+# program catalogue (programs/), the migrations (migrations/, `gridflex db migrate`), the Avro
+# schemas and topic catalogue (schemas/), and the YAML beside the services' modules
+# (services/*/openapi.yaml, services/vtn/openadr3.yaml), which pyproject.toml does not declare as
+# package data. So the package is installed in editable mode from /app, where REPO_ROOT is /app,
+# rather than copied into site-packages, where none of those files would be.
+WORKDIR /app
 
 # 1. Third-party dependencies first, from pyproject.toml and the pinned constraints: this layer
 #    is reused as long as neither file changes, whatever happens to the code.
@@ -27,20 +33,23 @@ RUN python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.tom
     && pip install -c constraints.txt -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-# 2. The gridflex packages themselves (gridflex/ and services/), as a regular, non-editable install.
-#    README.md* (pyproject's readme) may not exist yet; pyproject.toml keeps the COPY non-empty.
+# 2. The application: the packages (gridflex/ and services/, with the services' YAML) and the data
+#    the code reads at run time relative to REPO_ROOT. README.md* (pyproject's readme) may not
+#    exist; pyproject.toml keeps that COPY non-empty.
 COPY pyproject.toml README.md* ./
 COPY gridflex/ gridflex/
 COPY services/ services/
-RUN pip install -c constraints.txt . \
-    && cd / && rm -rf /src
-
-WORKDIR /app
-
-# 3. The Avro schemas and the topic catalogue. The package finds them through
-#    GRIDFLEX_SCHEMAS_DIR: its default (the repo root's schemas/, computed from the package
-#    location) would point next to site-packages in an installed copy.
+COPY programs/ programs/
+COPY migrations/ migrations/
 COPY schemas/ /app/schemas/
+
+# 3. gridflex itself, editable (the `gridflex` command, and a finder in site-packages that maps the
+#    gridflex and services packages to /app), without its dependencies (layer 1 has them). The
+#    bytecode is compiled now, as root: at run time nothing is written under /app, which stays
+#    root-owned and read-only to the services (PYTHONDONTWRITEBYTECODE; the chart mounts the root
+#    filesystem read-only).
+RUN pip install -c constraints.txt --no-deps -e . \
+    && python -m compileall -q gridflex services
 
 # 4. A non-root user (fixed uid/gid 10001, numeric so Kubernetes' runAsNonRoot can check it)
 #    and the state directory it owns (Faust's RocksDB tables; compose mounts a volume here).
@@ -50,8 +59,9 @@ RUN groupadd --system --gid 10001 gridflex \
     && mkdir -p /var/lib/gridflex \
     && chown 10001:10001 /var/lib/gridflex
 
-# Container defaults: schemas and state as above; /metrics and /health reachable from outside
-# the container (the settings' default, 127.0.0.1, only suits a developer's machine).
+# Container defaults: the schemas where REPO_ROOT already puts them (said explicitly, as compose
+# and the chart may override it), the state directory above, and /metrics and /health reachable
+# from outside the container (the settings' default, 127.0.0.1, only suits a developer's machine).
 ENV GRIDFLEX_SCHEMAS_DIR=/app/schemas \
     GRIDFLEX_DATA_DIR=/var/lib/gridflex \
     GRIDFLEX_WEB_HOST=0.0.0.0 \
@@ -59,8 +69,9 @@ ENV GRIDFLEX_SCHEMAS_DIR=/app/schemas \
 
 USER 10001:10001
 
-# telemetry's web port (/metrics, /health); later services publish their own.
-EXPOSE 8101
+# The services' web ports (/metrics, /health, and the HTTP APIs), each service's default
+# (services/<service>/settings.py): telemetry, enrollment, dispatch, baseline, settlement, vtn.
+EXPOSE 8101 8102 8103 8104 8105 8106
 
 ENTRYPOINT ["gridflex"]
 CMD ["--help"]

@@ -8,7 +8,7 @@ GRIDFLEX := $(BIN)/gridflex
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap up down status topics test unit integration schemas-check lint demo bench clean
+.PHONY: help bootstrap up down status topics test unit integration schemas-check lint demo bench prometheus dashboards clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-14s %s\n", $$1, $$2}'
@@ -37,7 +37,7 @@ schemas-check: bootstrap ## Every schema parses and stays backward compatible wi
 	$(GRIDFLEX) schemas check
 
 lint: bootstrap ## Static checks (ruff): undefined and unused names, likely bugs
-	$(BIN)/ruff check gridflex services bench demo tests scripts
+	$(BIN)/ruff check gridflex services bench demo tests scripts deploy/grafana
 
 unit: bootstrap ## Pure-logic tests only (no broker)
 	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
@@ -50,6 +50,12 @@ demo: up ## Bring the system up and run it on realistic data
 
 bench: up ## Benchmarks: print a table, write JSON to bench/results/
 	$(BIN)/python -m bench
+
+prometheus: up ## Prometheus with deploy/prometheus/ (scrape config, alert rules) against the local services, until Ctrl-C
+	$(BIN)/python -m gridflex.prometheus
+
+dashboards: bootstrap ## Regenerate the Grafana dashboards (deploy/grafana/dashboards/*.json) from their builder
+	$(BIN)/python deploy/grafana/build_dashboards.py
 
 clean: ## Stop the stack and delete its data, logs and the virtualenv
 	-@$(MAKE) --no-print-directory down

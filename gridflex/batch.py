@@ -46,7 +46,7 @@ from mode import Service
 from gridflex.codec import RecordCodec, Undecodable
 from gridflex.metrics import (
     BATCH_SECONDS, CONSUMER_LAG, DEAD_LETTERS, LAST_COMMIT, RECORD_LATENCY, RECORDS_IN, RECORDS_OUT, STATE_READY,
-    STATE_RESTORE_SECONDS, STATE_RESTORED, error,
+    STATE_RESTORE_SECONDS, STATE_RESTORED, error, forget_partitions,
 )
 from gridflex.state import PartitionStore, WriteSet, restore
 
@@ -353,6 +353,9 @@ class BatchPipeline(Service, ConsumerRebalanceListener):
                 store = self.stores.pop(tp.partition, None)
                 if store is not None:
                     store.close()
+        forget_partitions(self.service, self.group_id, revoked)
+        for tp in revoked:
+            self._committed.pop(tp, None)
         if revoked:
             log.info("partitions revoked", pipeline=self.name, partitions=sorted(tp.partition for tp in revoked))
 

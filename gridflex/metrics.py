@@ -70,9 +70,22 @@ ERRORS = Counter(
 _service = {"name": "gridflex"}
 
 
+def forget_partitions(service: str, group: str, tps: Iterable) -> None:
+    """Drop the lag and last-commit series of partitions this worker no longer owns, so a
+    rebalance does not leave an ageing commit behind that looks like a stuck consumer."""
+    for tp in tps:
+        for gauge in (CONSUMER_LAG, LAST_COMMIT):
+            try:
+                gauge.remove(service, group, tp.topic, str(tp.partition))
+            except KeyError:
+                pass
+
+
 def identify(service: str) -> None:
     """Name the process's service for metrics recorded where no service is at hand (``error``)."""
     _service["name"] = service
+    for kind in ("database", "commit", "dependency"):
+        ERRORS.labels(service, kind)  # exported at 0 from the start, so rates and alerts see the series
 
 
 def error(kind: str) -> None:

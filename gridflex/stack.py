@@ -294,7 +294,7 @@ def _port_open(port: int) -> bool:
         return False
 
 
-def _apt_install(packages: list[str], why: str) -> None:
+def apt_install(packages: list[str], why: str) -> None:
     """Install Debian packages as root, or via passwordless sudo; else fail saying what to install."""
     hint = f"install it with: sudo apt-get install -y {' '.join(packages)}"
     if shutil.which("apt-get") is None:
@@ -349,7 +349,7 @@ def find_java() -> str:
 def find_mvn() -> str:
     mvn = shutil.which("mvn")
     if mvn is None:
-        _apt_install(["maven"], "Maven (used once to download the Kafka jars)")
+        apt_install(["maven"], "Maven (used once to download the Kafka jars)")
         mvn = shutil.which("mvn")
     if mvn is None:
         raise StackError("Maven (mvn) is required to download the Kafka jars; install: sudo apt-get install -y maven")
@@ -402,7 +402,7 @@ def find_postgres_bindir(lay: Layout) -> Path | None:
 def ensure_postgres_binaries(lay: Layout) -> Path:
     bindir = find_postgres_bindir(lay)
     if bindir is None:
-        _apt_install(["postgresql"], "the PostgreSQL server")
+        apt_install(["postgresql"], "the PostgreSQL server")
         bindir = find_postgres_bindir(lay)
     if bindir is None:
         raise StackError("PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found; "

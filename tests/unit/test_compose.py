@@ -1,4 +1,5 @@
-"""docker-compose.yml, the Dockerfile and deploy/compose/ stay in line with the code.
+"""docker-compose.yml, the Dockerfile and the Prometheus and Grafana files it mounts (deploy/prometheus/,
+deploy/grafana/) stay in line with the code.
 
 No Docker here: the files are read as data and checked against the truth in the repository (the
 service folders, the settings classes, the local broker's pom.xml), so that adding a service or
@@ -368,35 +369,84 @@ def test_compose_variables_have_development_defaults(compose: dict[str, Any]) ->
     assert not any(re.search(r"\$[A-Za-z_]", text) for text in texts), "use ${VAR:-default}, not $VAR"
 
 
-def test_prometheus_scrapes_every_service(services: dict[str, dict[str, Any]]) -> None:
-    # The scrape config Prometheus is given: the bind mount onto its config file.
+def mounted(service: dict[str, Any], path: str) -> Path:
+    """The file or folder of the repository a container sees at ``path``, through its bind mounts
+    (the longest mount target that contains it)."""
+    mounts = {target.rstrip("/"): source for target, source in volume_mounts(service).items()
+              if source.startswith((".", "/"))}
+    target = max((target for target in mounts if path == target or path.startswith(target + "/")),
+                 key=len, default=None)
+    assert target is not None, f"{path} is not mounted from the repository"
+    return ROOT / mounts[target] / path[len(target):].lstrip("/")
+
+
+def prometheus_config(services: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """The compose Prometheus service, the config path it is given and the config."""
     prometheus = services[service_running(services, "prom/prometheus")]
-    config_file = volume_mounts(prometheus)["/etc/prometheus/prometheus.yml"]
-    config = yaml.safe_load((ROOT / config_file).read_text())
+    flag = next(arg for arg in as_argv(prometheus.get("command")) if arg.startswith("--config.file="))
+    config_path = flag.split("=", 1)[1]
+    return prometheus, config_path, yaml.safe_load(mounted(prometheus, config_path).read_text())
+
+
+def test_prometheus_scrapes_every_service(services: dict[str, dict[str, Any]]) -> None:
+    # The config Prometheus is given (--config.file) comes from the repository: deploy/prometheus/.
+    prometheus, config_path, config = prometheus_config(services)
+    assert mounted(prometheus, config_path) == ROOT / "deploy" / "prometheus" / "prometheus.yml"
+    # One job, gridflex, on /metrics, its targets found in files next to the config.
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    job = jobs["gridflex"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    config_dir = config_path.rsplit("/", 1)[0]
+    groups = [group for sd in job["file_sd_configs"] for name in sd["files"]
+              for group in yaml.safe_load(mounted(prometheus, f"{config_dir}/{name}").read_text())]
+    targets = {group["labels"]["service"]: group["targets"] for group in groups}
+    # Each service at the compose service's name and the web port compose gives it, labelled with
+    # its service (the dashboards and alerts select on it).
     for service, compose_name in gridflex_containers(services).items():
-        # One job per service, named gridflex-<service>...
-        job = jobs.get(f"gridflex-{service}")
-        assert job, f"no scrape job gridflex-{service}"
-        # ...on its /metrics page...
-        assert job.get("metrics_path", "/metrics") == "/metrics"
-        # ...at the compose service's name and the web port compose gives it.
         port_variable, default_port = web_port_variable(service)
         port = environment(services[compose_name]).get(port_variable) or default_port
-        targets = [target for group in job["static_configs"] for target in group["targets"]]
-        assert f"{compose_name}:{port}" in targets, f"gridflex-{service} scrapes {targets}"
+        assert targets.get(service) == [f"{compose_name}:{port}"], f"{service}: scraped at {targets.get(service)}"
+    # Nothing else (a service removed from compose is no longer scraped).
+    assert set(targets) == set(gridflex_containers(services))
 
 
-def test_grafana_reads_prometheus(services: dict[str, dict[str, Any]]) -> None:
-    # Grafana's data source provisioning file is mounted and points at the prometheus service.
+def test_prometheus_loads_the_alert_rules(services: dict[str, dict[str, Any]]) -> None:
+    # Every rule_files pattern reaches the repository's rule files through the mounts.
+    prometheus, config_path, config = prometheus_config(services)
+    config_dir = config_path.rsplit("/", 1)[0]
+    loaded = set()
+    for pattern in config["rule_files"]:
+        folder, _, glob = f"{config_dir}/{pattern}".rpartition("/")
+        loaded |= set(mounted(prometheus, folder).glob(glob))
+    assert loaded == set((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"))
+
+
+def test_local_targets_are_the_default_web_ports(services: dict[str, dict[str, Any]]) -> None:
+    # The local stack's targets (gridflex/prometheus.py copies them next to prometheus.yml): the
+    # services compose runs, each on 127.0.0.1 at its default web port (`gridflex run`, the demo).
+    groups = yaml.safe_load((ROOT / "deploy" / "prometheus" / "targets" / "local.yml").read_text())
+    targets = {group["labels"]["service"]: group["targets"] for group in groups}
+    assert set(targets) == set(gridflex_containers(services))
+    for service in targets:
+        _, default_port = web_port_variable(service)
+        assert targets[service] == [f"127.0.0.1:{default_port}"]
+
+
+def test_grafana_reads_prometheus_and_loads_the_dashboards(services: dict[str, dict[str, Any]]) -> None:
     grafana = services[service_running(services, "grafana/grafana")]
-    source = next(
-        source for target, source in volume_mounts(grafana).items()
-        if target.startswith("/etc/grafana/provisioning/datasources/")
-    )
-    datasources = yaml.safe_load((ROOT / source).read_text())["datasources"]
+    provisioning = "/etc/grafana/provisioning"
+    # The data source: the prometheus service, with the uid the dashboards use.
+    datasources = [ds for path in mounted(grafana, f"{provisioning}/datasources").glob("*.yml")
+                   for ds in yaml.safe_load(path.read_text())["datasources"]]
     prometheus_name = service_running(services, "prom/prometheus")
-    assert any(ds["type"] == "prometheus" and f"//{prometheus_name}:" in ds["url"] for ds in datasources)
+    assert any(ds["type"] == "prometheus" and ds["uid"] == "prometheus" and f"//{prometheus_name}:" in ds["url"]
+               for ds in datasources)
+    # The dashboard provider's folder is where the repository's dashboards are mounted
+    # (tests/unit/test_dashboards.py checks they are the ones deploy/grafana/build_dashboards.py builds).
+    providers = [provider for path in mounted(grafana, f"{provisioning}/dashboards").glob("*.yml")
+                 for provider in yaml.safe_load(path.read_text())["providers"]]
+    assert [mounted(grafana, provider["options"]["path"]) for provider in providers] == [
+        ROOT / "deploy" / "grafana" / "dashboards"]
     # Anonymous access stays off unless asked for.
     assert interpolate(environment(grafana)["GF_AUTH_ANONYMOUS_ENABLED"]) == "false"
 
@@ -425,10 +475,7 @@ def test_image_runs_the_gridflex_command_and_finds_its_files() -> None:
     # in a non-editable install).
     copies = [arguments.split() for keyword, arguments in instructions if keyword == "COPY"]
     assert ["schemas/", env["GRIDFLEX_SCHEMAS_DIR"].rstrip("/") + "/"] in [c[-2:] for c in copies]
-    # The package is installed with the pinned constraints, not editable.
-    installs = [arguments for keyword, arguments in instructions if keyword == "RUN" and "pip install" in arguments]
-    assert any("-c constraints.txt ." in command for command in installs)
-    assert not any(" -e " in command or "--editable" in command for command in installs)
+    # How the package is installed, and what it reads beside it: tests/unit/test_dockerfile.py.
     # The state directory exists and belongs to the runtime user.
     user = next(arguments for keyword, arguments in reversed(instructions) if keyword == "USER")
     assert any(f"chown {user} {env['GRIDFLEX_DATA_DIR']}" in arguments for keyword, arguments in instructions)
