@@ -9,6 +9,7 @@ those return, and send what they refuse to the dead-letter topic with its reason
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from datetime import datetime
@@ -17,7 +18,8 @@ from typing import Any, Awaitable, Callable
 import faust
 import structlog
 from aiohttp.web import Response
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.structs import RecordMetadata
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from gridflex.batch import BatchPipeline, Handler
@@ -182,3 +184,42 @@ class ServiceRuntime:
                 and not self.app.should_stop
             )
             return Response(text="ok" if ready else "starting or rebalancing", status=200 if ready else 503)
+
+
+class RecordPublisher:
+    """What a service's HTTP API produces: catalogue records through one idempotent producer,
+    started on first use. Each send waits until every in-sync replica has the record, so an
+    HTTP answer never promises more than Kafka holds."""
+
+    def __init__(self, runtime: ServiceRuntime, timeout_ms: int = 10_000):
+        self.runtime = runtime
+        self.timeout_ms = timeout_ms  # a send waits this long for Kafka before the caller is told to retry
+        self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
+
+    async def send(self, topic: str, key: str, value: dict) -> RecordMetadata:
+        """Send one record of catalogue ``topic`` (a partner topic with its provider filled in)
+        and wait for it to be stored; returns where it was stored."""
+        producer = await self._started()
+        data = self.runtime.codec(topic).encode(value)
+        return await (await producer.send(self.runtime.topic_name(topic), data, key=key.encode()))
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._starting:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.runtime.settings.kafka_bootstrap, acks="all", enable_idempotence=True,
+                    request_timeout_ms=self.timeout_ms, client_id=f"{self.runtime.service}-api",
+                )
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self._producer = producer
+        return self._producer

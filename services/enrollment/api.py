@@ -19,9 +19,8 @@ from typing import Any
 import structlog
 import yaml
 from aiohttp.web import Request, Response, json_response
-from aiokafka import AIOKafkaProducer
 
-from gridflex.streaming import ServiceRuntime
+from gridflex.streaming import RecordPublisher, ServiceRuntime
 from gridflex.topics import ENROLLMENT_REQUESTS
 from gridflex.db import json_ready
 from gridflex.web import Handler, Refused, add_route, bearer_token, error_response, unauthorized
@@ -85,54 +84,13 @@ def status_url(provider_id: str, request_id: str) -> str:
     return f"/v1/providers/{provider_id}/enrollment-requests/{request_id}"
 
 
-# -- Kafka -------------------------------------------------------------------------------------
-
-
-class RequestPublisher:
-    """Produces enrollment requests onto the provider's own topic with one idempotent producer,
-    started on first use."""
-
-    def __init__(self, runtime: ServiceRuntime):
-        self.runtime = runtime
-        self.codec = runtime.codec(ENROLLMENT_REQUESTS)
-        self._producer: AIOKafkaProducer | None = None
-        self._starting = asyncio.Lock()
-
-    async def publish(self, provider_id: str, request: dict) -> None:
-        """Send one EnrollmentRequest and wait until every in-sync replica has it."""
-        producer = await self._started()
-        topic = self.runtime.topic_name(ENROLLMENT_REQUESTS.format(provider_id=provider_id))
-        delivery = await producer.send(topic, self.codec.encode(request), key=request["service_account_id"].encode())
-        await delivery
-
-    async def stop(self) -> None:
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            await producer.stop()
-
-    async def _started(self) -> AIOKafkaProducer:
-        async with self._starting:
-            if self._producer is None:
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=self.runtime.settings.kafka_bootstrap, acks="all", enable_idempotence=True,
-                    request_timeout_ms=PRODUCE_TIMEOUT_MS, client_id=f"{self.runtime.service}-api",
-                )
-                try:
-                    await producer.start()
-                except BaseException:
-                    await producer.stop()
-                    raise
-                self._producer = producer
-        return self._producer
-
-
 # -- routes ------------------------------------------------------------------------------------
 
 
 def add_routes(runtime: ServiceRuntime, database: Database) -> None:
     """Register the provider API (documented in openapi.yaml) on the service's web server."""
     app = runtime.app
-    publisher = RequestPublisher(runtime)
+    publisher = RecordPublisher(runtime, PRODUCE_TIMEOUT_MS)
     document = json.dumps(yaml.safe_load(OPENAPI_PATH.read_text()))
 
     def route(method: str, path: str, handler: Handler) -> None:
@@ -163,7 +121,8 @@ def add_routes(runtime: ServiceRuntime, database: Database) -> None:
             raise Refused(error_response(409, "request_id_reused", str(reused))) from None
         # A repeat is sent again: the first attempt may have failed after it was recorded, and
         # the decision is made once per request_id however often the request arrives.
-        await publisher.publish(provider, enrollment_request(stored.body, stored.submitted_at))
+        request = enrollment_request(stored.body, stored.submitted_at)
+        await publisher.send(ENROLLMENT_REQUESTS.format(provider_id=provider), request["service_account_id"], request)
         request_id = stored.body["request_id"]
         log.info("enrollment request submitted", provider_id=provider, request_id=request_id, repeated=stored.repeated)
         url = status_url(provider, request_id)

@@ -8,8 +8,6 @@ a setting, or bumping Kafka, fails this test until the container files follow.
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import re
 import shlex
@@ -20,10 +18,13 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from gridflex.settings import ServiceSettings
+from tests.repository import (
+    dockerfile_env, dockerfile_instructions, env_names, service_folders, settings_classes, valid_variables,
+    web_port_setting,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -38,55 +39,6 @@ LOOPBACK = ("127.0.0.1", "localhost")
 
 
 # -- reading the repository ------------------------------------------------------------------------
-
-
-def service_folders() -> list[str]:
-    """The gridflex services that exist: services/<name>/app.py."""
-    return sorted(app.parent.name for app in (ROOT / "services").glob("*/app.py"))
-
-
-def service_settings_classes(service: str) -> list[type[BaseSettings]]:
-    """The settings classes a service defines in services/<service>/settings.py (maybe none)."""
-    try:
-        module = importlib.import_module(f"services.{service}.settings")
-    except ModuleNotFoundError:
-        return []
-    return [
-        cls for _, cls in inspect.getmembers(module, inspect.isclass)
-        if issubclass(cls, BaseSettings) and cls.__module__ == module.__name__
-    ]
-
-
-def env_names(cls: type[BaseSettings]) -> dict[str, str]:
-    """Environment variable -> field name, as pydantic-settings reads them for ``cls``."""
-    prefix = cls.model_config.get("env_prefix", "")
-    names: dict[str, str] = {}
-    for field_name, field in cls.model_fields.items():
-        alias = field.validation_alias
-        if isinstance(alias, str):
-            names[alias.upper()] = field_name
-        elif isinstance(alias, AliasChoices):
-            names.update({choice.upper(): field_name for choice in alias.choices if isinstance(choice, str)})
-        else:
-            names[f"{prefix}{field_name}".upper()] = field_name
-    return names
-
-
-def valid_variables(service: str | None) -> set[str]:
-    """Every GRIDFLEX_* variable a container may set: the shared settings plus the service's own."""
-    names = set(env_names(ServiceSettings))
-    for cls in service_settings_classes(service) if service else []:
-        names |= set(env_names(cls))
-    return names
-
-
-def web_port_variable(service: str) -> tuple[str, int]:
-    """The variable holding a service's web port (its ``web_port`` field) and its default."""
-    for cls in service_settings_classes(service):
-        for name, field_name in env_names(cls).items():
-            if field_name == "web_port":
-                return name, cls.model_fields["web_port"].default
-    pytest.fail(f"services/{service}/settings.py has no web_port setting")
 
 
 def kafka_version_from_pom() -> str:
@@ -202,31 +154,6 @@ def image_tag(image: str) -> str | None:
 # -- reading the Dockerfile ------------------------------------------------------------------------
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
-    logical = re.sub(r"\\\n", " ", "\n".join(
-        line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")
-    ))
-    instructions = []
-    for line in logical.splitlines():
-        if line.strip():
-            keyword, _, arguments = line.strip().partition(" ")
-            instructions.append((keyword.upper(), arguments.strip()))
-    return instructions
-
-
-def dockerfile_env() -> dict[str, str]:
-    env: dict[str, str] = {}
-    for keyword, arguments in dockerfile_instructions():
-        if keyword == "ENV":
-            words = shlex.split(arguments)
-            if "=" in words[0]:
-                env.update(word.split("=", 1) for word in words)
-            else:  # legacy form: ENV KEY value
-                env[words[0]] = " ".join(words[1:])
-    return env
-
-
 # -- the properties --------------------------------------------------------------------------------
 
 
@@ -280,7 +207,7 @@ def test_compose_values_are_valid_settings(
             for name, value in env.items():
                 if name.startswith("GRIDFLEX_") and value is not None:
                     patch.setenv(name, interpolate(value))
-            for cls in [ServiceSettings, *service_settings_classes(service)]:
+            for cls in [ServiceSettings, *settings_classes(service)]:
                 cls()  # raises pydantic.ValidationError on a bad value
 
 
@@ -297,7 +224,7 @@ def test_settings_without_a_container_default_are_set(services: dict[str, dict[s
     assert KNOWN_CONTAINER_ESSENTIALS <= shared, "the derivation lost a known container essential"
     for service, compose_name in gridflex_containers(services).items():
         env = environment(services[compose_name])
-        needed = shared.union(*(loopback_defaults(cls) for cls in service_settings_classes(service)))
+        needed = shared.union(*(loopback_defaults(cls) for cls in settings_classes(service)))
         # Each is set for the service, and not to a loopback address either.
         for name in sorted(needed):
             assert env.get(name), f"{compose_name}: {name} is not set"
@@ -311,7 +238,7 @@ def test_each_service_is_published_health_checked_and_keeps_its_state(
         container = services[compose_name]
         env = {**dockerfile_env(), **environment(container)}
         # Its web port: the value compose sets, else the setting's default.
-        port_variable, default_port = web_port_variable(service)
+        port_variable, default_port = web_port_setting(service)
         port = int(env.get(port_variable) or default_port)
         # The port is published, and the healthcheck asks /health on it.
         published = [str(mapping).rsplit(":", 1)[-1] for mapping in container.get("ports", [])]
@@ -403,7 +330,7 @@ def test_prometheus_scrapes_every_service(services: dict[str, dict[str, Any]]) -
     # Each service at the compose service's name and the web port compose gives it, labelled with
     # its service (the dashboards and alerts select on it).
     for service, compose_name in gridflex_containers(services).items():
-        port_variable, default_port = web_port_variable(service)
+        port_variable, default_port = web_port_setting(service)
         port = environment(services[compose_name]).get(port_variable) or default_port
         assert targets.get(service) == [f"{compose_name}:{port}"], f"{service}: scraped at {targets.get(service)}"
     # Nothing else (a service removed from compose is no longer scraped).
@@ -428,7 +355,7 @@ def test_local_targets_are_the_default_web_ports(services: dict[str, dict[str, A
     targets = {group["labels"]["service"]: group["targets"] for group in groups}
     assert set(targets) == set(gridflex_containers(services))
     for service in targets:
-        _, default_port = web_port_variable(service)
+        _, default_port = web_port_setting(service)
         assert targets[service] == [f"127.0.0.1:{default_port}"]
 
 

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import ast
 import fnmatch
-import importlib
-import inspect
 import json
 import re
 import shlex
 from pathlib import Path, PurePosixPath
 
-import pytest
-from pydantic_settings import BaseSettings
 
 from gridflex.settings import ServiceSettings
+from tests.repository import dockerfile_env, dockerfile_instructions, service_folders, web_port_setting
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -40,30 +37,6 @@ NOT_IN_THE_IMAGE = {
 
 
 # -- reading the Dockerfile ------------------------------------------------------------------------
-
-
-def instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined and comments dropped."""
-    lines = [line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")]
-    logical = re.sub(r"\\\n", " ", "\n".join(lines))
-    found = []
-    for line in logical.splitlines():
-        if line.strip():
-            keyword, _, arguments = line.strip().partition(" ")
-            found.append((keyword.upper(), arguments.strip()))
-    return found
-
-
-def image_env() -> dict[str, str]:
-    env: dict[str, str] = {}
-    for keyword, arguments in instructions():
-        if keyword == "ENV":
-            words = shlex.split(arguments)
-            if "=" in words[0]:
-                env.update(word.split("=", 1) for word in words)
-            else:  # legacy form: ENV KEY value
-                env[words[0]] = " ".join(words[1:])
-    return env
 
 
 def words(arguments: str) -> list[str]:
@@ -99,7 +72,7 @@ class Image:
         self.copies: list[tuple[int, Path, PurePosixPath]] = []  # (step, source in the repo, destination)
         self.runs: list[tuple[int, str, PurePosixPath]] = []  # (step, command, working directory)
         workdir = PurePosixPath("/")
-        for step, (keyword, arguments) in enumerate(instructions()):
+        for step, (keyword, arguments) in enumerate(dockerfile_instructions()):
             if keyword == "WORKDIR":
                 workdir = workdir / arguments
             elif keyword == "RUN":
@@ -191,18 +164,6 @@ def files_beside_modules() -> set[Path]:
     return found
 
 
-def service_folders() -> list[str]:
-    return sorted(app.parent.name for app in (ROOT / "services").glob("*/app.py"))
-
-
-def default_web_port(service: str) -> int:
-    module = importlib.import_module(f"services.{service}.settings")
-    for _, cls in inspect.getmembers(module, inspect.isclass):
-        if issubclass(cls, BaseSettings) and cls.__module__ == module.__name__ and "web_port" in cls.model_fields:
-            return cls.model_fields["web_port"].default
-    pytest.fail(f"services/{service}/settings.py has no web_port setting")
-
-
 def settings_variable(relative: str) -> str | None:
     """The shared setting whose default is REPO_ROOT / ``relative`` (e.g. GRIDFLEX_SCHEMAS_DIR), if any."""
     from gridflex import REPO_ROOT
@@ -255,7 +216,7 @@ def test_dependencies_are_a_layer_of_their_own() -> None:
 def test_everything_the_code_reads_relative_to_repo_root_is_in_the_image() -> None:
     image = Image()
     root = image.repo_root()
-    env = image_env()
+    env = dockerfile_env()
     named = repo_root_paths()
     # The derivation sees what it must (a broken scan would make the test pass vacuously).
     assert {"schemas", "programs", "migrations"} <= named, sorted(named)
@@ -294,7 +255,7 @@ def test_state_lives_outside_the_application() -> None:
     # their state directory, which the image creates for its user, outside the application.
     image = Image()
     root = image.repo_root()
-    env = image_env()
+    env = dockerfile_env()
     data_dir = PurePosixPath(env["GRIDFLEX_DATA_DIR"])
     assert not data_dir.is_relative_to(root), f"GRIDFLEX_DATA_DIR={data_dir} is inside {root}"
     commands = " && ".join(command for _, command, _ in image.runs)
@@ -305,17 +266,17 @@ def test_state_lives_outside_the_application() -> None:
 
 
 def test_the_image_runs_as_the_non_root_user_10001() -> None:
-    users = [arguments for keyword, arguments in instructions() if keyword == "USER"]
+    users = [arguments for keyword, arguments in dockerfile_instructions() if keyword == "USER"]
     assert users, "no USER: the container would run as root"
     # Numeric, so Kubernetes' runAsNonRoot can check it without reading /etc/passwd.
     uid, _, gid = users[-1].partition(":")
     assert uid == str(IMAGE_UID) and gid in ("", str(IMAGE_UID)), users[-1]
-    commands = " ".join(command for keyword, command in instructions() if keyword == "RUN")
+    commands = " ".join(command for keyword, command in dockerfile_instructions() if keyword == "RUN")
     assert re.search(rf"useradd\b.*--uid {IMAGE_UID}\b", commands), "the user is not created with its uid"
 
 
 def test_the_base_image_is_pinned() -> None:
-    (base,) = [words(arguments)[0] for keyword, arguments in instructions() if keyword == "FROM"]
+    (base,) = [words(arguments)[0] for keyword, arguments in dockerfile_instructions() if keyword == "FROM"]
     assert "$" not in base, f"FROM {base}: an ARG decides the base image"
     if "@sha256:" not in base:
         name = base.rsplit("/", 1)[-1]
@@ -325,11 +286,11 @@ def test_the_base_image_is_pinned() -> None:
 
 
 def test_every_service_web_port_is_exposed() -> None:
-    exposed = {int(port.split("/")[0]) for keyword, arguments in instructions() if keyword == "EXPOSE"
+    exposed = {int(port.split("/")[0]) for keyword, arguments in dockerfile_instructions() if keyword == "EXPOSE"
                for port in arguments.split()}
     services = service_folders()
     assert len(services) >= 6, services
-    ports = {service: default_web_port(service) for service in services}
+    ports = {service: web_port_setting(service)[1] for service in services}
     missing = {service: port for service, port in ports.items() if port not in exposed}
     assert not missing, f"not EXPOSEd: {missing}"
     assert exposed == set(ports.values()), f"EXPOSEd but no service's port: {sorted(exposed - set(ports.values()))}"

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import ast
 import base64
-import importlib
-import inspect
 import json
 import re
 import subprocess
@@ -24,12 +22,11 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
-from pydantic import AliasChoices
-from pydantic_settings import BaseSettings
 
 from gridflex.cli import main as gridflex_command
 from gridflex.settings import ServiceSettings
 from gridflex.topics import PROVIDER_ID
+from tests.repository import service_folders, settings_classes, valid_variables, web_port_setting
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "gridflex"
@@ -44,11 +41,6 @@ PER_CONTAINER = {"GRIDFLEX_DATABASE_URL", "GRIDFLEX_INSTANCE_ID"}
 # -- reading the repository ------------------------------------------------------------------------
 
 
-def service_folders() -> list[str]:
-    """The gridflex services that exist: services/<name>/app.py."""
-    return sorted(app.parent.name for app in (ROOT / "services").glob("*/app.py"))
-
-
 def keeps_local_state(service: str) -> bool:
     """Whether a service has a batch pipeline with changelog-backed RocksDB state: one called
     without ``positions=`` (a pipeline given ``positions`` keeps its Kafka positions in Postgres)."""
@@ -58,50 +50,6 @@ def keeps_local_state(service: str) -> bool:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "batch_pipeline"
     ]
     return any("positions" not in {keyword.arg for keyword in call.keywords} for call in pipelines)
-
-
-def settings_classes(service: str) -> list[type[BaseSettings]]:
-    """The settings classes services/<service>/settings.py defines (maybe none)."""
-    try:
-        module = importlib.import_module(f"services.{service}.settings")
-    except ModuleNotFoundError:
-        return []
-    return [
-        cls for _, cls in inspect.getmembers(module, inspect.isclass)
-        if issubclass(cls, BaseSettings) and cls.__module__ == module.__name__
-    ]
-
-
-def env_names(cls: type[BaseSettings]) -> dict[str, str]:
-    """Environment variable -> field name, as pydantic-settings reads them for ``cls``."""
-    prefix = cls.model_config.get("env_prefix", "")
-    names: dict[str, str] = {}
-    for field_name, field in cls.model_fields.items():
-        alias = field.validation_alias
-        if isinstance(alias, str):
-            names[alias.upper()] = field_name
-        elif isinstance(alias, AliasChoices):
-            names.update({choice.upper(): field_name for choice in alias.choices if isinstance(choice, str)})
-        else:
-            names[f"{prefix}{field_name}".upper()] = field_name
-    return names
-
-
-def valid_variables(service: str | None) -> set[str]:
-    """Every GRIDFLEX_* variable a container may set: the shared settings plus the service's own."""
-    names = set(env_names(ServiceSettings))
-    for cls in settings_classes(service) if service else []:
-        names |= set(env_names(cls))
-    return names
-
-
-def web_port_setting(service: str) -> tuple[str, int]:
-    """The variable holding a service's web port (its ``web_port`` field) and its default."""
-    for cls in settings_classes(service):
-        for name, field_name in env_names(cls).items():
-            if field_name == "web_port":
-                return name, cls.model_fields["web_port"].default
-    pytest.fail(f"services/{service}/settings.py has no web_port setting")
 
 
 def most_partitions() -> int:
