@@ -11,9 +11,10 @@ import click
 import structlog
 
 from gridflex import stack as local_stack
+from gridflex.command_params import Instant, ProviderId
 from gridflex.settings import ServiceSettings
 from gridflex.meter_import import import_group
-from gridflex.topics import CLOCK, InvalidProviderId, TopicCatalogue, create_topics
+from gridflex.topics import CLOCK, TopicCatalogue, create_topics
 from services.vtn.clients import vtn_group
 
 SERVICES = ("telemetry", "enrollment", "dispatch", "baseline", "settlement", "vtn")
@@ -107,31 +108,21 @@ def partner() -> None:
 
 
 @partner.command("add")
-@click.argument("provider_id")
+@click.argument("provider_id", type=ProviderId())
 def partner_add(provider_id: str) -> None:
     """Onboard a provider: create its partner.<provider_id>.* topics."""
     settings = _settings()
-    catalogue = TopicCatalogue.load(settings.schemas_dir)
-    try:
-        specs = catalogue.partner_topics(provider_id)
-    except InvalidProviderId as exc:
-        raise click.BadParameter(str(exc), param_hint="PROVIDER_ID") from None
+    specs = TopicCatalogue.load(settings.schemas_dir).partner_topics(provider_id)
     created = asyncio.run(create_topics(settings.kafka_bootstrap, specs))
     for spec in specs:
         click.echo(f"{spec.name}: {'created' if spec.name in created else 'exists'}")
 
 
 @partner.command("credential")
-@click.argument("provider_id")
+@click.argument("provider_id", type=ProviderId())
 @click.option("--revoke", is_flag=True, help="Revoke every token of PROVIDER_ID instead of minting one.")
 def partner_credential(provider_id: str, revoke: bool) -> None:
     """Mint an API token for PROVIDER_ID, printed once (only its SHA-256 is stored), or --revoke all its tokens."""
-    from gridflex.topics import validate_provider_id
-
-    try:
-        validate_provider_id(provider_id)
-    except InvalidProviderId as exc:
-        raise click.BadParameter(str(exc), param_hint="PROVIDER_ID") from None
     _credential(provider_id, "provider", revoke)
 
 
@@ -221,23 +212,6 @@ def incentives_reverse(claim_id: str, reason: str, day: datetime | None, wait_s:
 def events() -> None:
     """Energy events (dispatch): publish, update or cancel one; program hours; an event's life and
     acknowledgment coverage; thermostats that did not answer."""
-
-
-class Instant(click.ParamType):
-    """An ISO 8601 instant; without an offset it is Pacific wall-clock time (the programs' zone)."""
-
-    name = "instant"
-
-    def convert(self, value, param, ctx):
-        from gridflex.calendar import LOCAL_ZONE
-
-        if isinstance(value, datetime):
-            return value
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            self.fail(f"{value!r} is not an ISO 8601 time such as 2025-08-14T16:00 or 2025-08-14T23:00Z", param, ctx)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=LOCAL_ZONE)
 
 
 def _now() -> datetime:

@@ -11,7 +11,7 @@ import asyncio
 
 import click
 
-from gridflex.topics import InvalidProviderId, validate_provider_id
+from gridflex.command_params import ProviderId
 
 
 def _database():
@@ -52,14 +52,10 @@ def client() -> None:
 
 
 @client.command("add-ven")
-@click.argument("provider_id")
+@click.argument("provider_id", type=ProviderId())
 @click.option("--rotate", is_flag=True, help="Give an existing client a new secret (its tokens stop working).")
 def add_ven(provider_id: str, rotate: bool) -> None:
     """Register the VEN of PROVIDER_ID (its client id is the provider id); prints its secret once."""
-    try:
-        validate_provider_id(provider_id)
-    except InvalidProviderId as exc:
-        raise click.BadParameter(str(exc), param_hint="PROVIDER_ID") from None
     _register(provider_id, "VEN", rotate)
 
 
